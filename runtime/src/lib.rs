@@ -1,0 +1,3 @@
+//! trainrt: a training runtime whose callbacks are sandboxed WebAssembly components.
+
+pub mod rundir;

@@ -1,0 +1,172 @@
+//! The run directory: where a run's configuration, logs, metrics and checkpoints live.
+//!
+//! Every whole-file write goes through [`atomic_write`] (temp file, fsync, rename, fsync of the
+//! directory), so a crash at any point leaves either the old file or the new one, never a torn
+//! one. Append-only logs (`*.jsonl`) are written a whole line at a time and flushed at fixed
+//! points; a reader tolerates a torn last line.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Errors reading or writing the run directory.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    /// An I/O operation on a path failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "cannot write".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON value could not be encoded or decoded.
+    #[error("invalid JSON in {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl RunDirError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        Self::Io { action, path: path.to_path_buf(), source }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: readers and crashes see the old content or the new,
+/// never a mix. The temp file lives beside the target so the rename stays on one filesystem.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| RunDirError::io("cannot write", &tmp, e))?;
+        file.sync_all().map_err(|e| RunDirError::io("cannot sync", &tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(|e| RunDirError::io("cannot rename into place", path, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        // Never leave a partial temp file behind; the error we report is the original one.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|source| RunDirError::Json { path: path.to_path_buf(), source })?;
+    bytes.push(b'\n');
+    atomic_write(path, &bytes)
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), RunDirError> {
+    // Directories cannot be opened for sync on every platform; where they can, do it.
+    #[cfg(unix)]
+    {
+        let d = File::open(dir).map_err(|e| RunDirError::io("cannot open directory", dir, e))?;
+        d.sync_all().map_err(|e| RunDirError::io("cannot sync directory", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// An append-only JSON-lines file (`metrics.jsonl`, `events.jsonl`, `decisions.jsonl`).
+#[derive(Debug)]
+pub struct JsonLines {
+    path: PathBuf,
+    file: io::BufWriter<File>,
+}
+
+impl JsonLines {
+    /// Opens `path` for appending, creating it if missing.
+    pub fn open_append(path: &Path) -> Result<Self, RunDirError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| RunDirError::io("cannot open", path, e))?;
+        Ok(Self { path: path.to_path_buf(), file: io::BufWriter::new(file) })
+    }
+
+    /// Appends one value as a line. Buffered until [`JsonLines::flush`].
+    pub fn append<T: serde::Serialize>(&mut self, value: &T) -> Result<(), RunDirError> {
+        serde_json::to_writer(&mut self.file, value)
+            .map_err(|source| RunDirError::Json { path: self.path.clone(), source })?;
+        self.file.write_all(b"\n").map_err(|e| RunDirError::io("cannot write", &self.path, e))
+    }
+
+    /// Flushes buffered lines to the file and the disk.
+    pub fn flush(&mut self) -> Result<(), RunDirError> {
+        self.file.flush().map_err(|e| RunDirError::io("cannot write", &self.path, e))?;
+        self.file.get_ref().sync_data().map_err(|e| RunDirError::io("cannot sync", &self.path, e))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a JSON-lines file, skipping a torn last line left by a crash.
+pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, RunDirError> {
+    let text = fs::read_to_string(path).map_err(|e| RunDirError::io("cannot read", path, e))?;
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|source| RunDirError::Json { path: path.to_path_buf(), source }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        atomic_write(&path, b"old").unwrap();
+        atomic_write(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+    }
+
+    #[test]
+    fn atomic_write_into_missing_directory_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("x.json");
+        let err = atomic_write(&path, b"x").unwrap_err();
+        assert!(err.to_string().contains("cannot create"), "{err}");
+    }
+
+    #[test]
+    fn json_lines_skip_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let mut lines = JsonLines::open_append(&path).unwrap();
+        lines.append(&serde_json::json!({"epoch": 0})).unwrap();
+        lines.append(&serde_json::json!({"epoch": 1})).unwrap();
+        lines.flush().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"epoch\": 2").unwrap();
+        let read: Vec<serde_json::Value> = read_json_lines(&path).unwrap();
+        assert_eq!(read.len(), 2);
+    }
+}
