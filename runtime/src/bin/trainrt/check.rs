@@ -1,0 +1,116 @@
+//! `trainrt check` and `trainrt callbacks`: inspect callback components.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use trainrt::callback::{CallbackInstance, CallbackSpec, CompiledCallback};
+use trainrt::events::kind_name;
+use trainrt::inspect::{self, ImportVerdict};
+use trainrt::sandbox::{Limits, WASM_STACK_BYTES};
+use trainrt::{Sandbox, bundled};
+
+use crate::Failure;
+
+/// `trainrt check FILE.wasm[:k=v,...]`
+#[derive(Args)]
+pub struct CheckArgs {
+    /// A `.wasm` component (or a bundled callback's name), with optional `:key=value,...`
+    /// parameters passed to its init.
+    spec: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl CheckArgs {
+    /// Validates the component, starts it with its parameters, and prints what it is.
+    pub fn execute(self) -> Result<u8, Failure> {
+        let spec: CallbackSpec = self.spec.parse().map_err(Failure::usage)?;
+        let limits = Limits::default();
+        let sandbox = Sandbox::new().map_err(Failure::failed)?;
+        let bytes = spec.load_bytes(&limits).map_err(Failure::usage)?;
+        let compiled = Arc::new(CompiledCallback::new(&sandbox, &spec.name(), &bytes).map_err(Failure::usage)?);
+        let report = inspect::report(&sandbox, compiled.component());
+        let instance = CallbackInstance::start(&sandbox, compiled, &spec.params, &limits).map_err(Failure::usage)?;
+        let subs = instance.subscriptions();
+        let events: Vec<&str> = subs.kinds().into_iter().map(kind_name).collect();
+        if self.json {
+            let value = json!({
+                "component": spec.source,
+                "bytes": bytes.len(),
+                "valid": true,
+                "exports": report.exports,
+                "imports": report.imports,
+                "subscriptions": {"events": events, "batch_every": subs.batch_every()},
+                "limits": limits,
+                "wasm_stack_bytes": WASM_STACK_BYTES,
+            });
+            println!("{value}");
+            return Ok(0);
+        }
+        println!("{}: valid callback component ({} bytes)", spec.source, bytes.len());
+        println!("exports:");
+        for (name, funcs) in &report.exports {
+            println!("  {name}: {}", funcs.join(", "));
+        }
+        println!("imports:");
+        for (name, verdict) in &report.imports {
+            let what = match verdict {
+                ImportVerdict::Contract => "contract",
+                ImportVerdict::Granted => "granted (deterministic: frozen clock, seeded randomness, captured output)",
+                ImportVerdict::Denied => "linked but denied (no preopened directories, no network)",
+                ImportVerdict::Refused => "refused",
+            };
+            println!("  {name}: {what}");
+        }
+        println!("subscriptions: {} (per-batch events every {} step(s))", events.join(", "), subs.batch_every());
+        println!(
+            "limits: {} ms per call, {} ms for init, {} fuel per call, {} MiB memory, {} KiB wasm stack, \
+             {} KiB output per call, {} KiB per run, {} decisions per call, {} KiB state",
+            limits.call_timeout.as_millis(),
+            limits.init_timeout.as_millis(),
+            limits.fuel_per_call,
+            limits.memory_bytes >> 20,
+            WASM_STACK_BYTES >> 10,
+            limits.log_bytes_per_call >> 10,
+            limits.log_bytes_per_run >> 10,
+            limits.max_decisions_per_call,
+            limits.max_state_bytes >> 10
+        );
+        Ok(0)
+    }
+}
+
+/// `trainrt callbacks ...`
+#[derive(Subcommand)]
+pub enum CallbacksCommand {
+    /// List the bundled callbacks.
+    List,
+    /// Write the bundled callbacks to DIR as `<name>.wasm`, to inspect or pass by path.
+    Export {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+impl CallbacksCommand {
+    /// Runs the subcommand.
+    pub fn execute(self) -> Result<u8, Failure> {
+        match self {
+            CallbacksCommand::List => {
+                for name in bundled::names() {
+                    let size = bundled::component(name).map(<[u8]>::len).unwrap_or(0);
+                    println!("{name:<22} {size:>8} bytes");
+                }
+            }
+            CallbacksCommand::Export { dir } => {
+                for path in bundled::export_all(&dir).map_err(Failure::failed)? {
+                    println!("{}", path.display());
+                }
+            }
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,77 @@
+//! The `trainrt` command line: parses arguments and dispatches to a subcommand.
+//!
+//! Exit codes: 0 training completed or was stopped by a callback (or the command succeeded),
+//! 1 training or the command failed, 2 usage error (bad flags, config, data or callback).
+
+mod check;
+mod output;
+mod replay;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// trainrt: train models with sandboxed WebAssembly callbacks.
+#[derive(Parser)]
+#[command(name = "trainrt", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model, with callbacks.
+    Run(run::RunArgs),
+    /// Validate a callback component and print its interface, subscriptions and limits.
+    Check(check::CheckArgs),
+    /// Drive callbacks with a recorded events.jsonl and print their decisions as JSON lines.
+    Replay(replay::ReplayArgs),
+    /// The callbacks bundled in this binary.
+    #[command(subcommand)]
+    Callbacks(check::CallbacksCommand),
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// The user asked for something invalid (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: 2, error: error.into() }
+    }
+
+    /// Something failed while doing what was asked (exit 1).
+    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: 1, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => args.execute(),
+        Command::Check(args) => args.execute(),
+        Command::Replay(args) => args.execute(),
+        Command::Callbacks(cmd) => cmd.execute(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) => {
+            // The whole cause chain on one line.
+            eprintln!("trainrt: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}

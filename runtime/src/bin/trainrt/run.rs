@@ -1,0 +1,126 @@
+//! `trainrt run`: train a model with callbacks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use trainrt::trainer::{self, RunRequest, TrainError};
+use trainrt::{Sandbox, TrainConfig};
+
+use crate::Failure;
+use crate::output::Console;
+
+/// Flags override the config file, which overrides the defaults.
+#[derive(Args)]
+pub struct RunArgs {
+    /// TOML file with run settings and callbacks.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint, with callback state restored.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "run_dir"])]
+    resume: Option<PathBuf>,
+    /// Run name (default: from the config, else `digits-mlp`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Model: `mlp`, `mlp:256,128` (hidden sizes) or `cnn`.
+    #[arg(long)]
+    model: Option<String>,
+    /// Data: `digits` (embedded), `csv:PATH` or `synthetic:samples=N,features=F,classes=C`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Epochs to train, in total.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Samples per batch.
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Initial learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Optimizer: `sgd[:momentum=M,weight_decay=W,nesterov=B]` or
+    /// `adamw[:beta1=B1,beta2=B2,eps=E,weight_decay=W]` (default `sgd:momentum=0.9`).
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Seed for initialisation, split and batch order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Fraction of the data held out for validation.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Run directory (default: `runs/<name>`).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// A callback: a bundled name or a `.wasm` path, with `:key=value,...` parameters. Repeat for
+    /// more; they run in this order, after any from the config file.
+    #[arg(long = "callback", value_name = "SPEC")]
+    callbacks: Vec<String>,
+    /// CPU threads for tensor maths (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print machine-readable JSON lines on stdout instead of progress output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    /// Builds the validated run request: defaults, then the config file (or the resumed run's
+    /// `config.json`), then flags.
+    fn request(self) -> Result<(RunRequest, bool), Failure> {
+        let (mut config, resume) = match (&self.resume, &self.config) {
+            (Some(dir), _) => (trainer::load_run_config(dir).map_err(Failure::usage)?, true),
+            (None, Some(path)) => (TrainConfig::from_toml_file(path).map_err(Failure::usage)?, false),
+            (None, None) => (TrainConfig::default(), false),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
+        }
+        set!(name, model, data, epochs, batch_size, lr, optimizer, seed, device, val_fraction);
+        for spec in &self.callbacks {
+            config.push_callback(spec);
+        }
+        config.validate().map_err(Failure::usage)?;
+        let run_dir = match (self.resume, self.run_dir) {
+            (Some(dir), _) | (None, Some(dir)) => dir,
+            (None, None) => PathBuf::from("runs").join(&config.name),
+        };
+        Ok((RunRequest { config, run_dir, resume }, self.json))
+    }
+
+    /// Runs training and maps the outcome to an exit code.
+    pub fn execute(self) -> Result<u8, Failure> {
+        set_threads(self.threads);
+        let (request, json) = self.request()?;
+        let sandbox = Arc::new(Sandbox::new().map_err(Failure::failed)?);
+        let mut console = Console::new(json);
+        let summary = trainer::train(sandbox, request, &mut console).map_err(|e| match e {
+            TrainError::Config(_)
+            | TrainError::Callback(_)
+            | TrainError::Data(_)
+            | TrainError::Model(_)
+            | TrainError::Optim(_)
+            | TrainError::Resume { .. }
+            | TrainError::RunDirExists(_) => Failure::usage(e),
+            other => Failure::failed(other),
+        })?;
+        console.finish(&summary);
+        Ok(if summary.outcome == "failed" { 1 } else { 0 })
+    }
+}
+
+/// Pins candle's CPU thread count. candle reads `RAYON_NUM_THREADS` on every matmul and, when it
+/// is unset, probes the CPU topology each time, which makes training about 3x slower.
+fn set_threads(threads: Option<usize>) {
+    if threads.is_none() && std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0)) {
+        return;
+    }
+    let n = threads.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    #[allow(unsafe_code)]
+    // SAFETY: called first thing in `execute`, before this process starts any other thread, so
+    // nothing can read the environment concurrently.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}

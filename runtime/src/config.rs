@@ -1,0 +1,227 @@
+//! A run's configuration: what `train.toml` and the command line describe, validated before the
+//! trainer sees it, and saved as the run directory's `config.json` so `--resume` can rebuild it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::callback::CallbackSpec;
+use crate::decision::DecisionPolicy;
+use crate::host::{CallbackOptions, FaultPolicy};
+use crate::sandbox::Limits;
+
+/// Errors in a configuration: the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for a run.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The setting, as named in the config file and flags.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// One callback in a config file: `[[callbacks]]` with `spec`, and optionally `on_fault`,
+/// `max_restarts` and `[callbacks.limits]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackEntry {
+    /// `NAME[:k=v,...]` or `PATH.wasm[:k=v,...]`.
+    pub spec: String,
+    /// `restart` (default), `disable` or `abort`.
+    #[serde(default)]
+    pub on_fault: FaultPolicy,
+    /// Restarts before a faulting callback is disabled (default 3).
+    #[serde(default = "default_restarts")]
+    pub max_restarts: u32,
+    /// Resource limits; unset fields keep their defaults.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_restarts() -> u32 {
+    3
+}
+
+/// Everything that defines a run. Defaults are the README's demo: an MLP on the embedded digits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run name; the run directory defaults to `runs/<name>`.
+    pub name: String,
+    /// `mlp`, `mlp:256,128` or `cnn`.
+    pub model: String,
+    /// `digits`, `csv:PATH` or `synthetic:samples=N,features=F,classes=C`.
+    pub data: String,
+    /// Epochs to train (in total, counting epochs before a resume).
+    pub epochs: u32,
+    /// Samples per batch.
+    pub batch_size: u32,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// `sgd[:momentum=M,weight_decay=W,nesterov=B]` or
+    /// `adamw[:beta1=B1,beta2=B2,eps=E,weight_decay=W]`.
+    pub optimizer: String,
+    /// Seed for initialisation, split and batch order.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Fraction of the data held out for validation.
+    pub val_fraction: f64,
+    /// Write the `last` checkpoint every this many epochs (it is always written at the end).
+    pub checkpoint_every: u32,
+    /// Bounds on callbacks' decisions.
+    pub decisions: DecisionPolicy,
+    /// Callbacks, in delivery order.
+    pub callbacks: Vec<CallbackEntry>,
+}
+
+impl Default for TrainConfig {
+    /// An MLP (64-128-10) on digits: 30 epochs, batch 32, SGD with lr 0.05 and momentum 0.9,
+    /// seed 42, on the CPU, 20% held out for validation, no callbacks.
+    fn default() -> Self {
+        Self {
+            name: "digits-mlp".into(),
+            model: "mlp".into(),
+            data: "digits".into(),
+            epochs: 30,
+            batch_size: 32,
+            lr: 0.05,
+            optimizer: "sgd:momentum=0.9".into(),
+            seed: 42,
+            device: "cpu".into(),
+            val_fraction: 0.2,
+            checkpoint_every: 1,
+            decisions: DecisionPolicy::default(),
+            callbacks: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML config file; settings it leaves out keep their defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Checks every setting, so a typo fails now with a clear message rather than mid-run.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return invalid("name", format!("'{}' must be non-empty and use only [A-Za-z0-9_.-]", self.name));
+        }
+        if self.epochs == 0 {
+            return invalid("epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return invalid("batch-size", "must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return invalid("lr", format!("{} is not a finite number > 0", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return invalid("val-fraction", format!("{} must be in [0, 1)", self.val_fraction));
+        }
+        if self.checkpoint_every == 0 {
+            return invalid("checkpoint-every", "must be at least 1".into());
+        }
+        let p = &self.decisions;
+        if !(p.min_lr > 0.0 && p.min_lr <= p.max_lr && p.max_lr.is_finite()) {
+            return invalid("decisions", format!("need 0 < min_lr <= max_lr < inf, got [{}, {}]", p.min_lr, p.max_lr));
+        }
+        self.model.parse::<crate::model::ModelSpec>().map_err(|e| ConfigError::Invalid { field: "model", message: e.to_string() })?;
+        self.data.parse::<crate::data::DataSpec>().map_err(|e| ConfigError::Invalid { field: "data", message: e.to_string() })?;
+        crate::device::parse(&self.device).map_err(|message| ConfigError::Invalid { field: "device", message })?;
+        self.optimizer
+            .parse::<crate::optim::OptimizerSpec>()
+            .map_err(|e| ConfigError::Invalid { field: "optimizer", message: e.to_string() })?;
+        self.callback_options()?;
+        Ok(())
+    }
+
+    /// The callbacks as the host runs them.
+    pub fn callback_options(&self) -> Result<Vec<CallbackOptions>, ConfigError> {
+        self.callbacks
+            .iter()
+            .map(|c| {
+                let spec: CallbackSpec =
+                    c.spec.parse().map_err(|e: crate::callback::CallbackError| ConfigError::Invalid { field: "callback", message: e.to_string() })?;
+                Ok(CallbackOptions { spec, limits: c.limits.clone(), on_fault: c.on_fault, max_restarts: c.max_restarts })
+            })
+            .collect()
+    }
+
+    /// Adds a callback with default options, as `--callback SPEC` does.
+    pub fn push_callback(&mut self, spec: &str) {
+        self.callbacks.push(CallbackEntry {
+            spec: spec.to_string(),
+            on_fault: FaultPolicy::default(),
+            max_restarts: default_restarts(),
+            limits: Limits::default(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.toml");
+        std::fs::write(
+            &path,
+            "epochs = 5\nlr = 0.01\n[[callbacks]]\nspec = \"early-stopping:patience=2\"\non_fault = \"abort\"\n[callbacks.limits]\ncall_timeout = 50\n",
+        )
+        .unwrap();
+        let c = TrainConfig::from_toml_file(&path).unwrap();
+        assert_eq!((c.epochs, c.lr, c.batch_size), (5, 0.01, 32));
+        assert_eq!(c.callbacks[0].on_fault, FaultPolicy::Abort);
+        assert_eq!(c.callbacks[0].limits.call_timeout, std::time::Duration::from_millis(50));
+        assert_eq!(c.callbacks[0].limits.memory_bytes, Limits::default().memory_bytes);
+        c.validate().unwrap();
+
+        std::fs::write(&path, "epochz = 5\n").unwrap();
+        let e = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+        assert!(e.contains("epochz"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let cases: [(fn(&mut TrainConfig), &str); 6] = [
+            (|c| c.epochs = 0, "epochs"),
+            (|c| c.lr = -1.0, "lr"),
+            (|c| c.optimizer = "adam2".into(), "optimizer"),
+            (|c| c.model = "transformer".into(), "model"),
+            (|c| c.device = "tpu".into(), "device"),
+            (|c| c.push_callback("nope"), "callback"),
+        ];
+        for (mutate, field) in cases {
+            let mut c = TrainConfig::default();
+            mutate(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid {field}")), "{e}");
+        }
+    }
+}

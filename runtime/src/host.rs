@@ -1,0 +1,357 @@
+//! The callbacks of one run: delivered to in command-line order, each in its own store, with the
+//! fault policy applied when one fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::callback::{CallStats, CallbackError, CallbackInstance, CallbackSpec, CompiledCallback, Fault};
+use crate::contract::{Decision, EventKind, RunInfo};
+use crate::events::{Event, kind_name};
+use crate::sandbox::{FaultKind, Limits, LogLine, Sandbox};
+
+/// What happens when a callback faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// Drop the poisoned store, start a fresh instance with the last good state; after too many
+    /// restarts, disable.
+    #[default]
+    Restart,
+    /// Stop calling the callback for the rest of the run.
+    Disable,
+    /// End training: the callback is critical.
+    Abort,
+}
+
+impl std::str::FromStr for FaultPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restart" => Ok(Self::Restart),
+            "disable" => Ok(Self::Disable),
+            "abort" => Ok(Self::Abort),
+            other => Err(format!("unknown fault policy '{other}': expected restart, disable or abort")),
+        }
+    }
+}
+
+/// How to run one callback: what, under which limits, and what to do when it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackOptions {
+    /// Which callback, with its parameters.
+    pub spec: CallbackSpec,
+    /// Its resource limits.
+    pub limits: Limits,
+    /// What to do when it faults.
+    pub on_fault: FaultPolicy,
+    /// Restarts allowed before a `restart` callback is disabled.
+    pub max_restarts: u32,
+}
+
+impl CallbackOptions {
+    /// Default limits, `restart` on fault, at most 3 restarts.
+    pub fn new(spec: CallbackSpec) -> Self {
+        Self { spec, limits: Limits::default(), on_fault: FaultPolicy::Restart, max_restarts: 3 }
+    }
+}
+
+/// A fault, as recorded in `faults.jsonl` and reported to subscribed callbacks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultRecord {
+    /// The callback that faulted.
+    pub callback: String,
+    /// The event it was handling (or `snapshot-state` / `restore-state` / `init`).
+    pub during: String,
+    /// Epoch of that event.
+    pub epoch: u32,
+    /// Step of that event.
+    pub step: u64,
+    /// Kind of fault.
+    pub kind: FaultKind,
+    /// What happened.
+    pub message: String,
+    /// What the host did about it: `restarted`, `disabled` or `aborted`.
+    pub action: String,
+}
+
+/// A callback's statistics for `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallbackReport {
+    /// Name.
+    pub name: String,
+    /// Spec it was started from.
+    pub spec: String,
+    /// Calls, time, fuel and decisions (all instances together).
+    #[serde(flatten)]
+    pub stats: CallStats,
+    /// Mean time per call, in microseconds.
+    pub mean_time_us: f64,
+    /// Faults by kind.
+    pub faults: BTreeMap<FaultKind, u32>,
+    /// Times a fresh instance replaced a faulted one.
+    pub restarts: u32,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Output bytes dropped for exceeding the log budgets.
+    pub dropped_log_bytes: u64,
+}
+
+struct Slot {
+    name: String,
+    options: CallbackOptions,
+    compiled: Arc<CompiledCallback>,
+    instance: Option<CallbackInstance>,
+    last_good_state: Option<Vec<u8>>,
+    stats: CallStats,
+    faults: BTreeMap<FaultKind, u32>,
+    restarts: u32,
+    dropped_log_bytes: u64,
+}
+
+/// One decision-bearing answer from a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The callback's name.
+    pub callback: String,
+    /// Its decisions, unvalidated.
+    pub decisions: Vec<Decision>,
+}
+
+/// The callbacks of one run, in command-line order.
+pub struct CallbackHost {
+    sandbox: Arc<Sandbox>,
+    slots: Vec<Slot>,
+    run_info: Option<RunInfo>,
+    faults: Vec<FaultRecord>,
+    logs: Vec<(String, LogLine)>,
+    abort: Option<FaultRecord>,
+}
+
+impl CallbackHost {
+    /// Loads, compiles and starts every callback (running each one's `init`). Names are made
+    /// unique (`logger`, `logger#2`) so logs and decisions say which one spoke.
+    pub fn start(sandbox: Arc<Sandbox>, callbacks: &[CallbackOptions]) -> Result<Self, CallbackError> {
+        let mut slots: Vec<Slot> = Vec::with_capacity(callbacks.len());
+        let mut compiled_cache: BTreeMap<String, Arc<CompiledCallback>> = BTreeMap::new();
+        for options in callbacks {
+            let base = options.spec.name();
+            let same = slots.iter().filter(|s| s.options.spec.name() == base).count();
+            let name = if same == 0 { base.clone() } else { format!("{base}#{}", same + 1) };
+            let compiled = match compiled_cache.get(&options.spec.source) {
+                Some(c) => c.clone(),
+                None => {
+                    let bytes = options.spec.load_bytes(&options.limits)?;
+                    let c = Arc::new(CompiledCallback::new(&sandbox, &base, &bytes)?);
+                    compiled_cache.insert(options.spec.source.clone(), c.clone());
+                    c
+                }
+            };
+            let instance = CallbackInstance::start(&sandbox, compiled.clone(), &options.spec.params, &options.limits)
+                .map_err(|e| rename_error(e, &name))?;
+            slots.push(Slot {
+                name,
+                options: options.clone(),
+                compiled,
+                instance: Some(instance),
+                last_good_state: None,
+                stats: CallStats::default(),
+                faults: BTreeMap::new(),
+                restarts: 0,
+                dropped_log_bytes: 0,
+            });
+        }
+        Ok(Self { sandbox, slots, run_info: None, faults: Vec::new(), logs: Vec::new(), abort: None })
+    }
+
+    /// Names of the callbacks, in delivery order.
+    pub fn names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Whether any active callback wants events of this kind (lets the trainer skip building them).
+    pub fn wants_kind(&self, kind: EventKind) -> bool {
+        self.slots.iter().any(|s| s.instance.as_ref().is_some_and(|i| i.subscriptions().wants_kind(kind)))
+    }
+
+    /// Delivers `event` to each subscribed callback in order and collects their decisions.
+    /// Returns whether anyone received it, and the answers. Faults are handled per policy and
+    /// queued for [`CallbackHost::take_faults`].
+    pub fn dispatch(&mut self, event: &Event) -> (bool, Vec<Answer>) {
+        if let Event::TrainStart(info) = event {
+            self.run_info = Some(info.clone());
+        }
+        let mut delivered = false;
+        let mut answers = Vec::new();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(instance) = slot.instance.as_mut() else { continue };
+            if !instance.subscriptions().wants(event) {
+                continue;
+            }
+            delivered = true;
+            let result = instance.deliver(&self.sandbox, event);
+            collect_logs(slot, &mut self.logs);
+            match result {
+                Ok(decisions) if decisions.is_empty() => {}
+                Ok(decisions) => answers.push(Answer { callback: slot.name.clone(), decisions }),
+                Err(fault) => self.handle_fault(i, kind_name(event.kind()), event.epoch(), event.step(), fault),
+            }
+        }
+        (delivered, answers)
+    }
+
+    /// Every active callback's state, for a checkpoint. Also remembered as each callback's last
+    /// good state, which a restart restores.
+    pub fn snapshot_all(&mut self, epoch: u32, step: u64) -> Vec<(String, Vec<u8>)> {
+        let mut states = Vec::new();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(instance) = slot.instance.as_mut() else { continue };
+            let result = instance.snapshot(&self.sandbox);
+            collect_logs(slot, &mut self.logs);
+            match result {
+                Ok(state) => {
+                    slot.last_good_state = Some(state.clone());
+                    states.push((slot.name.clone(), state));
+                }
+                Err(fault) => self.handle_fault(i, "snapshot-state", epoch, step, fault),
+            }
+        }
+        states
+    }
+
+    /// Restores states saved by [`CallbackHost::snapshot_all`] (on resume). A callback missing
+    /// from `states` keeps its fresh state.
+    pub fn restore_all(&mut self, states: &[(String, Vec<u8>)], epoch: u32, step: u64) {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(state) = states.iter().find(|(n, _)| *n == slot.name).map(|(_, s)| s.clone()) else { continue };
+            let Some(instance) = slot.instance.as_mut() else { continue };
+            let result = instance.restore(&self.sandbox, &state);
+            collect_logs(slot, &mut self.logs);
+            match result {
+                Ok(()) => slot.last_good_state = Some(state),
+                Err(fault) => self.handle_fault(i, "restore-state", epoch, step, fault),
+            }
+        }
+    }
+
+    /// Faults since the last call, oldest first.
+    pub fn take_faults(&mut self) -> Vec<FaultRecord> {
+        std::mem::take(&mut self.faults)
+    }
+
+    /// Lines callbacks logged since the last call, with the callback's name.
+    pub fn take_logs(&mut self) -> Vec<(String, LogLine)> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// The fault of a critical (`abort`) callback, if one happened: training must end.
+    pub fn abort_requested(&self) -> Option<&FaultRecord> {
+        self.abort.as_ref()
+    }
+
+    /// Per-callback statistics.
+    pub fn reports(&self) -> Vec<CallbackReport> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let mut stats = s.stats.clone();
+                let mut dropped = s.dropped_log_bytes;
+                if let Some(i) = &s.instance {
+                    add_stats(&mut stats, i.stats());
+                    dropped += i.dropped_log_bytes();
+                }
+                let mean = if stats.calls == 0 { 0.0 } else { stats.total_time_us as f64 / stats.calls as f64 };
+                CallbackReport {
+                    name: s.name.clone(),
+                    spec: s.options.spec.to_string(),
+                    stats,
+                    mean_time_us: mean,
+                    faults: s.faults.clone(),
+                    restarts: s.restarts,
+                    status: if s.instance.is_some() { "active" } else { "disabled" }.into(),
+                    dropped_log_bytes: dropped,
+                }
+            })
+            .collect()
+    }
+
+    fn handle_fault(&mut self, index: usize, during: &str, epoch: u32, step: u64, fault: Fault) {
+        let slot = &mut self.slots[index];
+        *slot.faults.entry(fault.kind).or_default() += 1;
+        // The store is poisoned (or its answer untrustworthy): never call it again.
+        if let Some(dead) = slot.instance.take() {
+            add_stats(&mut slot.stats, dead.stats());
+            slot.dropped_log_bytes += dead.dropped_log_bytes();
+        }
+        let action = match slot.options.on_fault {
+            FaultPolicy::Abort => "aborted",
+            FaultPolicy::Disable => "disabled",
+            FaultPolicy::Restart if slot.restarts >= slot.options.max_restarts => "disabled",
+            FaultPolicy::Restart => match restart(&self.sandbox, slot, self.run_info.as_ref()) {
+                Ok(()) => "restarted",
+                Err(_) => "disabled",
+            },
+        };
+        let record = FaultRecord {
+            callback: slot.name.clone(),
+            during: during.to_string(),
+            epoch,
+            step,
+            kind: fault.kind,
+            message: fault.message,
+            action: action.to_string(),
+        };
+        if action == "aborted" && self.abort.is_none() {
+            self.abort = Some(record.clone());
+        }
+        self.faults.push(record);
+    }
+}
+
+/// Replaces a faulted instance with a fresh one from the same `InstancePre`: init with the same
+/// parameters, the run's train-start (so it knows the metric names), then its last good state.
+fn restart(sandbox: &Sandbox, slot: &mut Slot, run_info: Option<&RunInfo>) -> Result<(), Fault> {
+    slot.restarts += 1;
+    let mut fresh = CallbackInstance::start(sandbox, slot.compiled.clone(), &slot.options.spec.params, &slot.options.limits)
+        .map_err(|e| Fault::new(FaultKind::HostError, e.to_string()))?;
+    if let Some(info) = run_info {
+        let start = Event::TrainStart(info.clone());
+        if fresh.subscriptions().wants(&start) {
+            // Its decisions were already made (and applied) by the previous instance.
+            fresh.deliver(sandbox, &start)?;
+        }
+    }
+    if let Some(state) = &slot.last_good_state {
+        fresh.restore(sandbox, state)?;
+    }
+    let _ = fresh.take_logs();
+    slot.instance = Some(fresh);
+    Ok(())
+}
+
+fn collect_logs(slot: &mut Slot, logs: &mut Vec<(String, LogLine)>) {
+    if let Some(instance) = slot.instance.as_mut() {
+        for line in instance.take_logs() {
+            logs.push((slot.name.clone(), line));
+        }
+    }
+}
+
+fn add_stats(total: &mut CallStats, more: &CallStats) {
+    total.calls += more.calls;
+    total.total_time_us += more.total_time_us;
+    total.fuel_used += more.fuel_used;
+    total.decisions += more.decisions;
+}
+
+fn rename_error(err: CallbackError, name: &str) -> CallbackError {
+    match err {
+        CallbackError::Rejected { message, .. } => CallbackError::Rejected { name: name.to_string(), message },
+        CallbackError::StartFault { during, fault, .. } => CallbackError::StartFault { name: name.to_string(), during, fault },
+        other => other,
+    }
+}

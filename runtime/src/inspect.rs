@@ -1,0 +1,113 @@
+//! Loading and inspecting callback components: the checks `trainrt check` and `trainrt run` make
+//! before a component gets anywhere near a training run.
+
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+use crate::contract::HOST_INTERFACE;
+use crate::sandbox::{Sandbox, SandboxError};
+
+/// What the sandbox does with an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportVerdict {
+    /// Part of the callback contract.
+    Contract,
+    /// WASI, granted with deterministic stand-ins (frozen clocks, seeded randomness, captured
+    /// stdout/stderr, no env or args).
+    Granted,
+    /// WASI that links but can do nothing: no preopened directories, no network access.
+    Denied,
+    /// Not offered; a component importing it is rejected.
+    Refused,
+}
+
+/// Decides what the sandbox does with an import, by its interface name.
+pub fn import_verdict(name: &str) -> ImportVerdict {
+    let interface = name.split('@').next().unwrap_or(name);
+    if name.starts_with("trainrt:callbacks/") {
+        return ImportVerdict::Contract;
+    }
+    match interface.split('/').next().unwrap_or("") {
+        "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" => ImportVerdict::Granted,
+        // Languages' standard libraries import these wholesale; the sandbox links them with
+        // nothing behind them (no preopens, every address denied).
+        "wasi:filesystem" | "wasi:sockets" => ImportVerdict::Denied,
+        _ => ImportVerdict::Refused,
+    }
+}
+
+/// Compiles `bytes` into a component after checking it is one, with errors that say what the
+/// bytes are and how to get a component.
+pub(crate) fn compile(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Result<Component, SandboxError> {
+    let invalid = |message: String| SandboxError::InvalidComponent { name: name.to_string(), message };
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(invalid("not a WebAssembly file (it does not start with the \\0asm magic bytes)".into()));
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(invalid(
+            "is a core wasm module, not a component: build it for wasm32-wasip2, or wrap it with \
+             `wasm-tools component new`; see docs/writing-callbacks.md"
+                .into(),
+        ));
+    }
+    let component = Component::new(sandbox.engine(), bytes)
+        .map_err(|e| invalid(format!("invalid component: {}", crate::sandbox::describe(&e))))?;
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(sandbox.engine())
+        .map(|(n, _)| n.to_string())
+        .filter(|n| import_verdict(n) == ImportVerdict::Refused)
+        .collect();
+    if !refused.is_empty() {
+        return Err(invalid(format!(
+            "imports {} which the sandbox does not grant; a callback may import only {HOST_INTERFACE} \
+             and the WASI command interfaces (cli, io, clocks, random)",
+            refused.join(", ")
+        )));
+    }
+    Ok(component)
+}
+
+/// A component's interface, as `trainrt check` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentReport {
+    /// Imports with what the sandbox does with each.
+    pub imports: Vec<(String, ImportVerdict)>,
+    /// Exported interfaces with their functions.
+    pub exports: Vec<(String, Vec<String>)>,
+}
+
+/// Lists a compiled component's imports and exports.
+pub fn report(sandbox: &Sandbox, component: &Component) -> ComponentReport {
+    let engine = sandbox.engine();
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(n, _)| (n.to_string(), import_verdict(n))).collect();
+    let exports = ty
+        .exports(engine)
+        .map(|(n, e)| {
+            let funcs = match e.ty {
+                ComponentItem::ComponentInstance(i) => i.exports(engine).map(|(f, _)| f.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            (n.to_string(), funcs)
+        })
+        .collect();
+    ComponentReport { imports, exports }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_verdicts() {
+        assert_eq!(import_verdict("trainrt:callbacks/host@0.1.0"), ImportVerdict::Contract);
+        assert_eq!(import_verdict("wasi:cli/stdout@0.2.6"), ImportVerdict::Granted);
+        assert_eq!(import_verdict("wasi:random/random@0.2.0"), ImportVerdict::Granted);
+        assert_eq!(import_verdict("wasi:filesystem/preopens@0.2.0"), ImportVerdict::Denied);
+        assert_eq!(import_verdict("wasi:http/outgoing-handler@0.2.0"), ImportVerdict::Refused);
+        assert_eq!(import_verdict("evil:host/escape"), ImportVerdict::Refused);
+    }
+}

@@ -1,0 +1,502 @@
+//! All sandbox policy in one place: the wasmtime engine configuration, per-callback limits, what a
+//! guest may import, how its output is captured, and how a failure is classified.
+//!
+//! Three tiers of state, named for how long they live:
+//! - [`Sandbox`] (engine, linker, epoch ticker): once per process, shared by every run.
+//! - [`crate::CompiledCallback`] (component + `InstancePre`): once per callback file.
+//! - a `Store<GuestState>`: once per callback per run, dropped after any fault, because a trap
+//!   poisons a whole store in wasmtime 48.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::contract::{CallbackWorld, HostImports, Level};
+
+/// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// The wasm stack every callback gets (an engine-wide setting in wasmtime).
+pub const WASM_STACK_BYTES: usize = 512 * 1024;
+
+/// Resource limits for one callback. Callers speak in durations and byte sizes; the sandbox turns
+/// them into epoch ticks and fuel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock deadline for one event call (enforced by epoch interruption).
+    #[serde(with = "millis")]
+    pub call_timeout: Duration,
+    /// Wall-clock deadline for `init` and `restore-state`.
+    #[serde(with = "millis")]
+    pub init_timeout: Duration,
+    /// Deterministic instruction budget for one call.
+    pub fuel_per_call: u64,
+    /// Cap on the callback's linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Bytes of log and stdout/stderr output kept per call; the rest is cut.
+    pub log_bytes_per_call: usize,
+    /// Bytes of log and stdout/stderr output kept per run; the rest is dropped.
+    pub log_bytes_per_run: usize,
+    /// Decisions one call may return; more is a fault.
+    pub max_decisions_per_call: usize,
+    /// Size of a state snapshot; larger is a fault.
+    pub max_state_bytes: usize,
+    /// Size of a component file.
+    pub max_component_bytes: usize,
+}
+
+impl Default for Limits {
+    /// Generous for honest callbacks (which take microseconds and kilobytes), tight enough that a
+    /// hostile one costs a run little: 100 ms and 50M instructions per call, 500 ms for init,
+    /// 64 MiB of memory, 16 KiB of output per call and 1 MiB per run, 64 decisions per call,
+    /// 1 MiB of state, 64 MiB of component.
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(100),
+            init_timeout: Duration::from_millis(500),
+            fuel_per_call: 50_000_000,
+            memory_bytes: 64 << 20,
+            log_bytes_per_call: 16 << 10,
+            log_bytes_per_run: 1 << 20,
+            max_decisions_per_call: 64,
+            max_state_bytes: 1 << 20,
+            max_component_bytes: 64 << 20,
+        }
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Errors setting up the sandbox or loading a component.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The wasmtime engine could not be configured.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The bytes are not a component for the callback world.
+    #[error("{name}: {message}")]
+    InvalidComponent {
+        /// The callback's name.
+        name: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// What kind of failure a callback had. Every fault is recorded with its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A call ran past its wall-clock deadline.
+    Timeout,
+    /// A call used up its instruction budget.
+    OutOfFuel,
+    /// The callback tried to grow its memory past the cap.
+    MemoryLimit,
+    /// The callback overflowed its wasm stack.
+    StackOverflow,
+    /// Any other trap: `unreachable`, a Rust panic, an out-of-bounds access...
+    Trap,
+    /// The callback returned a decision the host rejected as a fault (e.g. too many).
+    InvalidDecision,
+    /// The callback returned output the host could not accept (e.g. an oversized state).
+    InvalidOutput,
+    /// The host failed while serving the callback (including a caught panic).
+    HostError,
+}
+
+impl FaultKind {
+    /// The kebab-case name used in logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Timeout => "timeout",
+            FaultKind::OutOfFuel => "out-of-fuel",
+            FaultKind::MemoryLimit => "memory-limit",
+            FaultKind::StackOverflow => "stack-overflow",
+            FaultKind::Trap => "trap",
+            FaultKind::InvalidDecision => "invalid-decision",
+            FaultKind::InvalidOutput => "invalid-output",
+            FaultKind::HostError => "host-error",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error a memory grow past the cap raises inside wasmtime, so the trap can be classified.
+#[derive(Debug, thiserror::Error)]
+#[error("linear memory limit of {cap} bytes exceeded (asked for {desired} bytes)")]
+struct MemoryLimitExceeded {
+    cap: usize,
+    desired: usize,
+}
+
+/// Classifies an error returned by a guest call. Never looks at message text.
+pub(crate) fn classify(err: &wasmtime::Error) -> FaultKind {
+    if err.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        return FaultKind::MemoryLimit;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FaultKind::Timeout,
+        Some(Trap::OutOfFuel) => FaultKind::OutOfFuel,
+        Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+        Some(_) => FaultKind::Trap,
+        None => FaultKind::HostError,
+    }
+}
+
+/// A wasmtime error with its causes on one line, for messages.
+pub(crate) fn describe(err: &wasmtime::Error) -> String {
+    let parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.last().is_some_and(|l| l.contains(&p)) {
+            out.push(p);
+        }
+    }
+    out.join(": ")
+}
+
+/// One line a callback logged (via the `log` import or its stdout/stderr).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Severity; stdout is `info`, stderr is `warn`.
+    pub level: Level,
+    /// The printable, length-capped text.
+    pub message: String,
+}
+
+/// Per-store data: everything the host keeps for one live callback instance.
+pub struct GuestState {
+    /// Forward WASI stdout/stderr (only components that import them pay for the check).
+    pub(crate) capture_stdio: bool,
+    memory_cap: usize,
+    log_budget_call: usize,
+    log_budget_run: usize,
+    logs: Vec<LogLine>,
+    dropped_log_bytes: u64,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    stdout_seen: usize,
+    stderr_seen: usize,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl GuestState {
+    fn new(limits: &Limits) -> Self {
+        // The pipes hold a whole run's worth of output; past that a write traps, which the host
+        // records as a fault of that callback.
+        let stdout = MemoryOutputPipe::new(limits.log_bytes_per_run);
+        let stderr = MemoryOutputPipe::new(limits.log_bytes_per_run);
+        let mut wasi = WasiCtx::builder();
+        // Deny by default: no files (no preopens), no env, no args, stdin closed, no network.
+        // Clocks are frozen and randomness is seeded so guests stay deterministic and replayable.
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .insecure_random_seed(0x7472_6169_6e72_74);
+        Self {
+            capture_stdio: false,
+            memory_cap: limits.memory_bytes,
+            log_budget_call: limits.log_bytes_per_call,
+            log_budget_run: limits.log_bytes_per_run,
+            logs: Vec::new(),
+            dropped_log_bytes: 0,
+            stdout,
+            stderr,
+            stdout_seen: 0,
+            stderr_seen: 0,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Resets the per-call output budget before a call.
+    pub(crate) fn begin_call(&mut self, limits: &Limits) {
+        self.log_budget_call = limits.log_bytes_per_call;
+    }
+
+    /// Takes the lines logged since the last call, including new stdout/stderr output.
+    pub(crate) fn take_logs(&mut self) -> Vec<LogLine> {
+        if !self.capture_stdio {
+            return std::mem::take(&mut self.logs);
+        }
+        for (pipe, seen, level) in [
+            (&self.stdout, &mut self.stdout_seen, Level::Info),
+            (&self.stderr, &mut self.stderr_seen, Level::Warn),
+        ] {
+            let bytes = pipe.contents();
+            if bytes.len() > *seen {
+                let text = String::from_utf8_lossy(&bytes[*seen..]).into_owned();
+                *seen = bytes.len();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    push_log(&mut self.logs, &mut self.log_budget_call, &mut self.log_budget_run, &mut self.dropped_log_bytes, level, line);
+                }
+            }
+        }
+        std::mem::take(&mut self.logs)
+    }
+
+    /// Bytes of output dropped because a budget ran out.
+    pub(crate) fn dropped_log_bytes(&self) -> u64 {
+        self.dropped_log_bytes
+    }
+}
+
+fn push_log(
+    logs: &mut Vec<LogLine>,
+    call_budget: &mut usize,
+    run_budget: &mut usize,
+    dropped: &mut u64,
+    level: Level,
+    message: &str,
+) {
+    let budget = (*call_budget).min(*run_budget);
+    if budget == 0 {
+        *dropped += message.len() as u64;
+        return;
+    }
+    let message = printable(message, budget);
+    *call_budget = call_budget.saturating_sub(message.len());
+    *run_budget = run_budget.saturating_sub(message.len());
+    logs.push(LogLine { level, message });
+}
+
+/// Makes guest text safe for a terminal and a log file: control characters are escaped and the
+/// result is cut to at most `max_bytes` (on a character boundary, marked with `…`).
+pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    for c in text.chars() {
+        let piece: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        if out.len() + piece.len() > max_bytes {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+impl HostImports for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        push_log(&mut self.logs, &mut self.log_budget_call, &mut self.log_budget_run, &mut self.dropped_log_bytes, level, &message);
+    }
+}
+
+impl crate::contract::TypesImports for GuestState {}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ResourceLimiter for GuestState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            // An error (not `Ok(false)`) so the guest traps right here with a classifiable cause,
+            // instead of limping on after a failed allocation.
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { cap: self.memory_cap, desired }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        // A callback world component instantiates a handful of core instances (the module, the
+        // shims and, for WASI guests, an adapter).
+        64
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+}
+
+/// A clock that never moves: callbacks get no time source, so replays are exact.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The process-wide sandbox: one wasmtime engine and linker, shared by every run and callback.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    ticker: EpochTicker,
+}
+
+impl Sandbox {
+    /// Configures the engine: Cranelift, component model, fuel and epoch interruption on, a
+    /// 512 KiB wasm stack, no concurrency support (it adds cost to every call), and a linker
+    /// offering the `host` interface plus deny-by-default WASI.
+    pub fn new() -> Result<Self, SandboxError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(WASM_STACK_BYTES)
+            .concurrency_support(false);
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        CallbackWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker, ticker })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<GuestState> {
+        &self.linker
+    }
+
+    /// A fresh store for one callback instance, with its limits installed.
+    pub(crate) fn new_store(&self, limits: &Limits) -> Store<GuestState> {
+        let mut store = Store::new(&self.engine, GuestState::new(limits));
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store
+    }
+
+    /// Arms the deadline and the fuel budget for the next call.
+    pub(crate) fn arm(&self, store: &mut Store<GuestState>, timeout: Duration, fuel: u64) {
+        store.set_epoch_deadline(self.ticker.ticks_for(timeout));
+        // set_fuel only fails when fuel is disabled, which `new` never does.
+        let _ = store.set_fuel(fuel);
+    }
+}
+
+/// Advances the engine's epoch on a background thread, so a guest that runs past its deadline
+/// traps at its next loop header or call.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("trainrt-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+
+    fn ticks_for(&self, timeout: Duration) -> u64 {
+        // +1: the current tick may be about to end, so one tick of slack keeps the deadline a
+        // lower bound rather than cutting honest calls short.
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_controls_and_caps_length() {
+        assert_eq!(printable("a\nb\u{1b}[31m", 100), "a\\nb\\u{1b}[31m");
+        let long = "x".repeat(50);
+        let cut = printable(&long, 10);
+        assert!(cut.starts_with("xxxxxxxxxx") && cut.ends_with('…') && cut.len() <= 13, "{cut}");
+        assert_eq!(printable("ééé", 3), "é…");
+    }
+
+    #[test]
+    fn log_budget_per_call_and_per_run() {
+        let limits = Limits { log_bytes_per_call: 10, log_bytes_per_run: 25, ..Limits::default() };
+        let mut g = GuestState::new(&limits);
+        g.begin_call(&limits);
+        g.log(Level::Info, "0123456789abc".into());
+        g.log(Level::Info, "more".into());
+        let logs = g.take_logs();
+        assert_eq!(logs.len(), 1);
+        assert!(logs[0].message.starts_with("0123456789"));
+        assert_eq!(g.dropped_log_bytes(), 4);
+        for _ in 0..5 {
+            g.begin_call(&limits);
+            g.log(Level::Info, "0123456789".into());
+        }
+        let kept: usize = g.take_logs().iter().map(|l| l.message.len()).sum();
+        assert!(kept <= 25, "run budget exceeded: {kept}");
+    }
+
+    #[test]
+    fn deadline_ticks_round_up() {
+        let t = EpochTicker { stop: Arc::new(AtomicBool::new(true)), thread: None };
+        assert_eq!(t.ticks_for(Duration::from_millis(100)), 51);
+        assert_eq!(t.ticks_for(Duration::from_micros(1)), 2);
+    }
+}

@@ -1,0 +1,583 @@
+//! The training loop: candle does the maths, callbacks observe through events, and their
+//! decisions are applied only at fixed points (see `docs/decisions.md`):
+//!
+//! - before the first step of an epoch (answers to `epoch-start`),
+//! - before a step (answers to `batch-start`) and after it (answers to `batch-end`),
+//! - after validation (answers to `validation-end`) and after the epoch (answers to `epoch-end`),
+//! - at the end of training (answers to `train-end`), before the final checkpoint.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{D, Tensor};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::checkpoint::{self, CallbackState, CheckpointMeta};
+use crate::config::{ConfigError, TrainConfig};
+use crate::contract::{
+    BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo, FaultKind as EventFaultKind,
+    Outcome, RunInfo, TrainEndInfo, ValidationMetrics,
+};
+use crate::data::{self, DataSpec, DeviceData};
+use crate::decision::{DecisionSet, LAST_TAG};
+use crate::events::Event;
+use crate::host::{CallbackHost, CallbackReport, FaultRecord};
+use crate::model::{Model, ModelSpec};
+use crate::optim::{Optimizer, OptimizerSpec};
+use crate::rundir::{JsonLines, RunDirError, atomic_write_json};
+use crate::sandbox::{LogLine, Sandbox};
+
+/// Metric names announced at train-start; `epoch-metrics.values` follow this order.
+pub const METRIC_NAMES: [&str; 6] = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"];
+
+/// Errors that keep a run from starting or finishing its bookkeeping.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A callback could not be loaded or started.
+    #[error(transparent)]
+    Callback(#[from] crate::callback::CallbackError),
+    /// The data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// The model could not be built or restored.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The run directory could not be written or read.
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    /// The optimizer could not be built or restored.
+    #[error(transparent)]
+    Optim(#[from] crate::optim::OptimError),
+    /// A tensor operation failed.
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// `--resume` pointed at something that is not a resumable run.
+    #[error("cannot resume {path}: {message}")]
+    Resume {
+        /// The run directory.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+    /// A new run would overwrite an existing one.
+    #[error("run directory {0} already holds a run; pass --resume {0} to continue it, or choose another --run-dir")]
+    RunDirExists(PathBuf),
+}
+
+/// What the trainer reports while it runs (progress bars, logs). Every method has a no-op default.
+pub trait Observer {
+    /// Training is about to start.
+    fn started(&mut self, _info: &RunInfo, _run_dir: &Path) {}
+    /// A batch finished.
+    fn batch_done(&mut self, _epoch: u32, _batch: u32, _batches: u32) {}
+    /// An epoch finished; `metrics` is its `metrics.jsonl` line.
+    fn epoch_done(&mut self, _epoch: u32, _metrics: &Value) {}
+    /// A callback logged a line.
+    fn callback_log(&mut self, _callback: &str, _line: &LogLine) {}
+    /// A callback faulted.
+    fn callback_fault(&mut self, _fault: &FaultRecord) {}
+}
+
+/// An [`Observer`] that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// How a run ended, as written to `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// `completed`, `stopped` or `failed`.
+    pub outcome: String,
+    /// Why it stopped or failed (who stopped it, and their reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Epochs completed in total.
+    pub epochs_completed: u32,
+    /// Optimizer steps taken in total.
+    pub steps: u64,
+    /// The last epoch's metrics.
+    pub final_metrics: Value,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Wall-clock seconds of this invocation.
+    pub wall_time_s: f64,
+    /// Per-callback statistics.
+    pub callbacks: Vec<CallbackReport>,
+}
+
+/// A run to start: a validated config and where it lives.
+pub struct RunRequest {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` from its `last` checkpoint.
+    pub resume: bool,
+}
+
+/// Trains a model as `request` says, with callbacks in `sandbox`. Returns the summary also when
+/// training failed mid-way (outcome `failed`); `Err` means the run could not start or its files
+/// could not be written.
+pub fn train(sandbox: Arc<Sandbox>, request: RunRequest, observer: &mut dyn Observer) -> Result<RunSummary, TrainError> {
+    let mut run = Run::prepare(sandbox, request)?;
+    run.execute(observer)
+}
+
+/// Reads the configuration a run directory was started with.
+pub fn load_run_config(run_dir: &Path) -> Result<TrainConfig, TrainError> {
+    let path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Resume {
+        path: run_dir.to_path_buf(),
+        message: format!("cannot read {}: {e} (is this a trainrt run directory?)", path.display()),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Resume { path: run_dir.to_path_buf(), message: format!("invalid config.json: {e}") })
+}
+
+struct Files {
+    metrics: JsonLines,
+    events: JsonLines,
+    decisions: JsonLines,
+    faults: JsonLines,
+    log: JsonLines,
+}
+
+struct Run {
+    config: TrainConfig,
+    run_dir: PathBuf,
+    train: DeviceData,
+    val: DeviceData,
+    train_labels: Vec<u32>,
+    model: Model,
+    optimizer: Optimizer,
+    host: CallbackHost,
+    files: Files,
+    info: RunInfo,
+    epoch: u32,
+    step: u64,
+    stop: Option<String>,
+    known_tags: BTreeSet<String>,
+    end_epoch_requested: bool,
+    custom_metrics: Map<String, Value>,
+    last_metrics: Value,
+    resumed_states: Vec<(String, Vec<u8>)>,
+}
+
+/// Running totals of one epoch.
+#[derive(Default)]
+struct EpochTotals {
+    loss: f64,
+    correct: u64,
+    samples: u64,
+    grad_norm: f64,
+    batches: u64,
+    non_finite_reported: bool,
+}
+
+impl Run {
+    fn prepare(sandbox: Arc<Sandbox>, request: RunRequest) -> Result<Self, TrainError> {
+        let RunRequest { config, run_dir, resume } = request;
+        config.validate()?;
+        let checkpoints = run_dir.join("checkpoints");
+        if !resume && run_dir.join("config.json").exists() {
+            return Err(TrainError::RunDirExists(run_dir));
+        }
+        std::fs::create_dir_all(&checkpoints).map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
+        atomic_write_json(&run_dir.join("config.json"), &config)?;
+
+        let spec = crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid { field: "device", message })?;
+        let device = crate::device::open(spec)?;
+        let data_spec: DataSpec = config.data.parse()?;
+        let dataset = data_spec.load()?;
+        let (train_set, val_set) = data::split(&dataset, config.val_fraction, config.seed)?;
+        let model_spec: ModelSpec = config.model.parse()?;
+        let model = Model::new(&model_spec, dataset.shape(), config.seed, &device)?;
+        let opt_spec: OptimizerSpec = config.optimizer.parse()?;
+        let mut optimizer = Optimizer::new(opt_spec, model.vars(), config.lr)?;
+
+        let mut epoch = 0;
+        let mut step = 0;
+        let mut resumed_states = Vec::new();
+        let mut known_tags = existing_tags(&checkpoints);
+        if resume {
+            let path = checkpoints.join(format!("{LAST_TAG}.safetensors"));
+            if !path.exists() {
+                return Err(TrainError::Resume { path: run_dir, message: "it has no checkpoints/last.safetensors yet".into() });
+            }
+            let ckpt = checkpoint::load(&path)?;
+            model.load_tensors(&ckpt.model)?;
+            optimizer.load_state(&ckpt.optimizer)?;
+            optimizer.set_lr(ckpt.meta.lr);
+            epoch = ckpt.meta.epoch;
+            step = ckpt.meta.step;
+            resumed_states = ckpt.meta.callback_states.iter().map(|s| (s.name.clone(), s.state.clone())).collect();
+        }
+        known_tags.remove(LAST_TAG);
+
+        let host = CallbackHost::start(sandbox, &config.callback_options()?)?;
+        let files = Files {
+            metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
+            events: JsonLines::open_append(&run_dir.join("events.jsonl"))?,
+            decisions: JsonLines::open_append(&run_dir.join("decisions.jsonl"))?,
+            faults: JsonLines::open_append(&run_dir.join("faults.jsonl"))?,
+            log: JsonLines::open_append(&run_dir.join("log.jsonl"))?,
+        };
+        let batch = config.batch_size as usize;
+        let info = RunInfo {
+            run_name: config.name.clone(),
+            model: model.describe(),
+            parameter_count: model.parameter_count() as u64,
+            dataset: dataset.name().to_string(),
+            train_samples: train_set.len() as u64,
+            validation_samples: val_set.len() as u64,
+            epochs: config.epochs,
+            batch_size: config.batch_size,
+            batches_per_epoch: train_set.len().div_ceil(batch) as u32,
+            optimizer: config.optimizer.clone(),
+            initial_lr: config.lr,
+            seed: config.seed,
+            metric_names: METRIC_NAMES.iter().map(|s| s.to_string()).collect(),
+            start_epoch: epoch,
+            start_step: step,
+        };
+        Ok(Self {
+            train_labels: train_set.labels().to_vec(),
+            train: DeviceData::new(&train_set, &device)?,
+            val: DeviceData::new(&val_set, &device)?,
+            config,
+            run_dir,
+            model,
+            optimizer,
+            host,
+            files,
+            info,
+            epoch,
+            step,
+            stop: None,
+            known_tags,
+            end_epoch_requested: false,
+            custom_metrics: Map::new(),
+            last_metrics: Value::Null,
+            resumed_states,
+        })
+    }
+
+    fn execute(&mut self, observer: &mut dyn Observer) -> Result<RunSummary, TrainError> {
+        let started = Instant::now();
+        observer.started(&self.info, &self.run_dir);
+        let result = self.train_loop(observer);
+        let outcome = match (&result, &self.stop) {
+            (Err(e), _) => Outcome::Failed(crate::error_chain(e)),
+            (Ok(()), _) if self.host.abort_requested().is_some() => {
+                let f = self.host.abort_requested().cloned();
+                Outcome::Failed(f.map(|f| format!("critical callback {} faulted ({}): {}", f.callback, f.kind, f.message)).unwrap_or_default())
+            }
+            (Ok(()), Some(reason)) => Outcome::Stopped(reason.clone()),
+            (Ok(()), None) => Outcome::Completed,
+        };
+        // The end is reported and the final checkpoint written whatever happened above.
+        let end = Event::TrainEnd(TrainEndInfo { outcome: outcome.clone(), epoch: self.epoch, step: self.step });
+        let end_result = self.emit(&end, observer).and_then(|()| self.save_checkpoint(LAST_TAG, observer, false));
+        let (name, reason) = match &outcome {
+            Outcome::Completed => ("completed", None),
+            Outcome::Stopped(r) => ("stopped", Some(r.clone())),
+            Outcome::Failed(r) => ("failed", Some(r.clone())),
+        };
+        let summary = RunSummary {
+            outcome: name.into(),
+            reason,
+            epochs_completed: self.epoch,
+            steps: self.step,
+            final_metrics: self.last_metrics.clone(),
+            run_dir: self.run_dir.clone(),
+            wall_time_s: started.elapsed().as_secs_f64(),
+            callbacks: self.host.reports(),
+        };
+        self.flush()?;
+        atomic_write_json(&self.run_dir.join("summary.json"), &summary)?;
+        end_result?;
+        Ok(summary)
+    }
+
+    fn train_loop(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
+        let start = Event::TrainStart(self.info.clone());
+        self.emit(&start, observer)?;
+        if !self.resumed_states.is_empty() {
+            let states = std::mem::take(&mut self.resumed_states);
+            self.host.restore_all(&states, self.epoch, self.step);
+            self.after_dispatch(observer)?;
+        }
+        while self.epoch < self.config.epochs && self.stop.is_none() && self.host.abort_requested().is_none() {
+            let epoch = self.epoch;
+            let lr = self.optimizer.lr();
+            self.emit(&Event::EpochStart(EpochInfo { epoch, step: self.step, lr }), observer)?;
+            if self.stop.is_some() {
+                break;
+            }
+            let (loss, accuracy, grad_norm) = self.train_epoch(epoch, observer)?;
+            let (val_loss, val_accuracy) = self.validate(observer)?;
+            let values = [loss, accuracy, val_loss, val_accuracy, self.optimizer.lr(), grad_norm];
+            self.finish_epoch(epoch, values, observer)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the batches of one epoch, returning mean loss, accuracy and gradient norm. Returns
+    /// early when a callback ends the epoch or stops training.
+    fn train_epoch(&mut self, epoch: u32, observer: &mut dyn Observer) -> Result<(f64, f64, f64), TrainError> {
+        let order = data::epoch_permutation(self.train.len(), self.config.seed, u64::from(epoch));
+        let batch_size = self.config.batch_size as usize;
+        let batches = self.info.batches_per_epoch;
+        let wants_start = self.host.wants_kind(EventKind::BatchStart);
+        let wants_end = self.host.wants_kind(EventKind::BatchEnd);
+        let mut totals = EpochTotals::default();
+        for (b, chunk) in order.chunks(batch_size).enumerate() {
+            let batch = b as u32;
+            if wants_start {
+                self.emit(&Event::BatchStart(BatchInfo { epoch, batch, step: self.step }), observer)?;
+            }
+            let (x, y) = self.train.batch(chunk)?;
+            let logits = self.model.forward(&x)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let grads = loss.backward()?;
+            let lr = self.optimizer.lr();
+            let grad_norm = self.optimizer.step(&grads)?;
+            self.step += 1;
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            let correct = count_correct(&logits, chunk.iter().map(|&i| self.train_labels[i]))?;
+            totals.loss += loss_value * chunk.len() as f64;
+            totals.correct += correct;
+            totals.samples += chunk.len() as u64;
+            totals.grad_norm += grad_norm;
+            totals.batches += 1;
+            if !loss_value.is_finite() && !totals.non_finite_reported {
+                totals.non_finite_reported = true;
+                let info = FaultInfo {
+                    kind: EventFaultKind::NonFiniteLoss,
+                    message: format!("loss is {loss_value} at epoch {epoch}, step {}", self.step),
+                    epoch,
+                    step: self.step,
+                };
+                self.emit(&Event::Fault(info), observer)?;
+            }
+            if wants_end {
+                let metrics = BatchMetrics {
+                    epoch,
+                    batch,
+                    step: self.step,
+                    loss: loss_value,
+                    accuracy: correct as f64 / chunk.len() as f64,
+                    lr,
+                    grad_norm,
+                };
+                self.emit(&Event::BatchEnd(metrics), observer)?;
+            }
+            observer.batch_done(epoch, batch, batches);
+            if self.take_end_epoch() || self.stop.is_some() || self.host.abort_requested().is_some() {
+                break;
+            }
+        }
+        if totals.batches == 0 {
+            return Ok((f64::NAN, f64::NAN, f64::NAN));
+        }
+        let n = totals.samples as f64;
+        Ok((totals.loss / n, totals.correct as f64 / n, totals.grad_norm / totals.batches as f64))
+    }
+
+    fn validate(&mut self, observer: &mut dyn Observer) -> Result<(f64, f64), TrainError> {
+        if self.val.is_empty() {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        let (loss, accuracy) = crate::model::evaluate(&self.model, &self.val, self.config.batch_size as usize)?;
+        let event = Event::ValidationEnd(ValidationMetrics { epoch: self.epoch, step: self.step, val_loss: loss, val_accuracy: accuracy });
+        self.emit(&event, observer)?;
+        Ok((loss, accuracy))
+    }
+
+    /// Announces the end of an epoch, records its metrics (with callbacks' custom metrics) and
+    /// writes the `last` checkpoint.
+    fn finish_epoch(&mut self, epoch: u32, values: [f64; 6], observer: &mut dyn Observer) -> Result<(), TrainError> {
+        self.emit(&Event::EpochEnd(EpochMetrics { epoch, step: self.step, values: values.to_vec() }), observer)?;
+        // The epoch is complete once its end has been delivered: the `last` checkpoint and the
+        // metrics line both describe it.
+        self.epoch = epoch + 1;
+        let mut line = Map::new();
+        line.insert("epoch".into(), json!(epoch));
+        line.insert("step".into(), json!(self.step));
+        for (name, value) in METRIC_NAMES.iter().zip(&values) {
+            line.insert((*name).into(), json_num(*value));
+        }
+        for (k, v) in std::mem::take(&mut self.custom_metrics) {
+            if !line.contains_key(&k) {
+                line.insert(k, v);
+            }
+        }
+        let line = Value::Object(line);
+        self.files.metrics.append(&line)?;
+        observer.epoch_done(epoch, &line);
+        self.last_metrics = line;
+        if self.epoch % self.config.checkpoint_every == 0 && self.epoch < self.config.epochs && self.stop.is_none() {
+            self.save_checkpoint(LAST_TAG, observer, true)?;
+        }
+        self.flush()
+    }
+
+    /// Delivers an event, records it if anyone received it, and applies the answers.
+    fn emit(&mut self, event: &Event, observer: &mut dyn Observer) -> Result<(), TrainError> {
+        let (delivered, answers) = self.host.dispatch(event);
+        if delivered {
+            self.files.events.append(event)?;
+        }
+        let mut set = DecisionSet::default();
+        for answer in answers {
+            for d in answer.decisions {
+                set.add(&answer.callback, event.kind(), event.epoch(), event.step(), d, &self.config.decisions, &self.known_tags);
+            }
+        }
+        if !set.is_empty() {
+            self.apply(set, event, observer)?;
+        }
+        self.after_dispatch(observer)
+    }
+
+    /// Forwards callback logs and faults; faults are also delivered as `fault` events.
+    fn after_dispatch(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
+        for (callback, line) in self.host.take_logs() {
+            observer.callback_log(&callback, &line);
+            self.files.log.append(&json!({"callback": callback, "level": format!("{:?}", line.level).to_lowercase(), "message": line.message}))?;
+        }
+        let faults = self.host.take_faults();
+        for fault in &faults {
+            observer.callback_fault(fault);
+            self.files.faults.append(fault)?;
+        }
+        for fault in faults {
+            let info = FaultInfo {
+                kind: EventFaultKind::CallbackFault,
+                message: format!("{} faulted during {} ({}): {}; {}", fault.callback, fault.during, fault.kind, fault.message, fault.action),
+                epoch: fault.epoch,
+                step: fault.step,
+            };
+            // Faults raised while delivering a fault event are recorded but not re-announced,
+            // so a callback that faults on every fault cannot loop.
+            let (delivered, _answers) = self.host.dispatch(&Event::Fault(info.clone()));
+            if delivered {
+                self.files.events.append(&Event::Fault(info))?;
+            }
+            for f in self.host.take_faults() {
+                observer.callback_fault(&f);
+                self.files.faults.append(&f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies validated decisions in a fixed order: metrics, saves, restore, learning rate,
+    /// validation, end of epoch, stop.
+    fn apply(&mut self, mut set: DecisionSet, event: &Event, observer: &mut dyn Observer) -> Result<(), TrainError> {
+        for (name, value) in std::mem::take(&mut set.metrics) {
+            self.custom_metrics.insert(name, json_num(value));
+        }
+        let saves = std::mem::take(&mut set.saves);
+        for save in &saves {
+            // A checkpoint-saved answer may not save again: that could loop forever.
+            if matches!(event, Event::CheckpointSaved(_)) {
+                set.reject(save, "save-checkpoint is not allowed in answer to checkpoint-saved".into());
+                continue;
+            }
+            if let Err(e) = self.save_checkpoint(&save.value, observer, true) {
+                set.reject(save, format!("saving failed: {}", crate::error_chain(&e)));
+            }
+        }
+        if let Some(restore) = set.restore.take() {
+            let path = self.run_dir.join("checkpoints").join(format!("{}.safetensors", restore.value));
+            match checkpoint::load(&path).map_err(TrainError::from).and_then(|c| Ok(self.model.load_tensors(&c.model)?)) {
+                Ok(()) => {}
+                Err(e) => set.reject(&restore, format!("restoring failed: {}", crate::error_chain(&e))),
+            }
+        }
+        if let Some(lr) = set.lr.take() {
+            self.optimizer.set_lr(lr.value);
+        }
+        if set.validate_now && !matches!(event, Event::ValidationEnd(_) | Event::TrainEnd(_)) {
+            self.validate(observer)?;
+        }
+        if set.end_epoch {
+            self.end_epoch_requested = true;
+        }
+        if let Some(stop) = set.stop.take() {
+            if self.stop.is_none() {
+                self.stop = Some(format!("{}: {}", stop.callback, stop.value));
+            }
+        }
+        for record in set.records() {
+            self.files.decisions.append(record)?;
+        }
+        Ok(())
+    }
+
+    fn take_end_epoch(&mut self) -> bool {
+        std::mem::take(&mut self.end_epoch_requested)
+    }
+
+    /// Writes a checkpoint with every callback's state and announces it.
+    fn save_checkpoint(&mut self, tag: &str, observer: &mut dyn Observer, announce: bool) -> Result<(), TrainError> {
+        let states = self.host.snapshot_all(self.epoch, self.step);
+        let meta = CheckpointMeta {
+            format_version: checkpoint::FORMAT_VERSION,
+            tag: tag.to_string(),
+            epoch: self.epoch,
+            step: self.step,
+            lr: self.optimizer.lr(),
+            model: self.model.describe(),
+            optimizer: self.config.optimizer.clone(),
+            seed: self.config.seed,
+            callback_states: states.into_iter().map(|(name, state)| CallbackState { name, state }).collect(),
+            extra: json!({ "run": self.config.name }),
+        };
+        checkpoint::save(&self.run_dir.join("checkpoints"), tag, &meta, &self.model.tensors(), &self.optimizer.state_tensors())?;
+        self.known_tags.insert(tag.to_string());
+        if announce {
+            let info = CheckpointInfo { tag: tag.to_string(), epoch: self.epoch, step: self.step };
+            self.emit(&Event::CheckpointSaved(info), observer)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), TrainError> {
+        for f in [&mut self.files.metrics, &mut self.files.events, &mut self.files.decisions, &mut self.files.faults, &mut self.files.log] {
+            f.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Tags of the checkpoints already in a run directory.
+fn existing_tags(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".safetensors")).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Correct predictions in a batch, compared on the host against labels we already hold.
+fn count_correct(logits: &Tensor, labels: impl Iterator<Item = u32>) -> candle_core::Result<u64> {
+    let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(predicted.iter().zip(labels).filter(|(p, l)| **p == *l).count() as u64)
+}
+
+/// A float for `metrics.jsonl`: non-finite values are kept as strings.
+fn json_num(v: f64) -> Value {
+    serde_json::to_value(crate::events::FloatJson(v)).unwrap_or(Value::Null)
+}

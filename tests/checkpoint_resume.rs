@@ -1,0 +1,90 @@
+//! Checkpoints and resume: a resumed run continues exactly, callback state included.
+
+mod common;
+
+use common::{jsonl, quick_config, sandbox, train, weights};
+use trainrt::trainer::{Quiet, RunRequest, TrainError};
+
+fn resume(config: trainrt::TrainConfig, dir: &std::path::Path) -> Result<trainrt::RunSummary, TrainError> {
+    trainrt::train(sandbox(), RunRequest { config, run_dir: dir.to_path_buf(), resume: true }, &mut Quiet)
+}
+
+/// early-stopping whose monitor never improves after the first epoch, so its `wait` counter
+/// (logged as a custom metric) counts epochs: state that must survive a resume.
+fn config_with_state(epochs: u32) -> trainrt::TrainConfig {
+    let mut c = quick_config(epochs);
+    c.push_callback("early-stopping:monitor=val_loss,min_delta=100,patience=1000");
+    c
+}
+
+#[test]
+fn resume_gives_bitwise_identical_weights_and_restores_callback_state() {
+    let whole = tempfile::tempdir().unwrap();
+    let split = tempfile::tempdir().unwrap();
+    train(config_with_state(6), whole.path());
+
+    train(config_with_state(3), split.path());
+    let resumed = resume(config_with_state(6), split.path()).unwrap();
+    assert_eq!(resumed.outcome, "completed");
+    assert_eq!(resumed.epochs_completed, 6);
+
+    assert_eq!(weights(whole.path(), "last"), weights(split.path(), "last"));
+    let wait = |dir: &std::path::Path| -> Vec<f64> {
+        jsonl(dir, "metrics.jsonl").iter().map(|m| m["early_stopping_wait"].as_f64().expect("wait metric")).collect()
+    };
+    let expected = wait(whole.path());
+    assert_eq!(expected, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(wait(split.path()), expected, "the wait counter continued across the resume");
+    let metrics = jsonl(split.path(), "metrics.jsonl");
+    assert_eq!(metrics.iter().map(|m| m["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn checkpoints_hold_callback_state_and_leave_no_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    train(config_with_state(2), dir.path());
+    let ckpt = trainrt::checkpoint::load(&dir.path().join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(ckpt.meta.epoch, 2);
+    assert_eq!(ckpt.meta.callback_states.len(), 1);
+    assert_eq!(ckpt.meta.callback_states[0].name, "early-stopping");
+    assert!(!ckpt.meta.callback_states[0].state.is_empty());
+    for entry in walk(dir.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "leftover temp file {name}");
+    }
+}
+
+#[test]
+fn resume_of_something_that_is_not_a_run_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = trainrt::trainer::load_run_config(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("is this a trainrt run directory"), "{err}");
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&quick_config(2)).unwrap()).unwrap();
+    let err = resume(quick_config(2), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no checkpoints/last.safetensors"), "{err}");
+}
+
+#[test]
+fn a_new_run_refuses_to_overwrite_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    train(quick_config(1), dir.path());
+    let before = std::fs::read(dir.path().join("metrics.jsonl")).unwrap();
+    let err = trainrt::train(sandbox(), RunRequest { config: quick_config(1), run_dir: dir.path().to_path_buf(), resume: false }, &mut Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("metrics.jsonl")).unwrap(), before);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

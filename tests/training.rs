@@ -1,0 +1,80 @@
+//! Real training with real (bundled) guests through the host.
+
+mod common;
+
+use common::{jsonl, quick_config, summary, train, weights};
+
+#[test]
+fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick_config(30);
+    config.push_callback("logger");
+    config.push_callback("terminate-on-nan");
+    let result = train(config, dir.path());
+    assert_eq!(result.outcome, "completed");
+    assert_eq!(result.epochs_completed, 30);
+
+    let metrics = jsonl(dir.path(), "metrics.jsonl");
+    assert_eq!(metrics.len(), 30);
+    for (i, m) in metrics.iter().enumerate() {
+        assert_eq!(m["epoch"], i as u64);
+        for key in ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"] {
+            assert!(m[key].is_number(), "epoch {i} lacks {key}: {m}");
+        }
+    }
+    let best = metrics.iter().map(|m| m["val_accuracy"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(best >= 0.95, "best validation accuracy {best}");
+
+    // events.jsonl holds exactly what was delivered: logger wants train-start, epoch-end,
+    // checkpoint-saved, train-end and faults; terminate-on-nan every batch-end.
+    let events = jsonl(dir.path(), "events.jsonl");
+    assert_eq!(events.first().unwrap()["event"], "train-start");
+    assert_eq!(events.last().unwrap()["event"], "train-end");
+    assert_eq!(events.iter().filter(|e| e["event"] == "epoch-end").count(), 30);
+    let batches = events.iter().filter(|e| e["event"] == "batch-end").count();
+    assert_eq!(batches as u64, result.steps);
+    assert_eq!(events.iter().filter(|e| e["event"] == "epoch-start").count(), 0, "nobody subscribed to epoch-start");
+
+    let s = summary(dir.path());
+    assert_eq!(s["outcome"], "completed");
+    let logger = &s["callbacks"][0];
+    assert_eq!(logger["name"], "logger");
+    assert_eq!(logger["status"], "active");
+    assert!(logger["calls"].as_u64().unwrap() >= 31);
+    assert!(dir.path().join("checkpoints/last.safetensors").is_file());
+    let log = jsonl(dir.path(), "log.jsonl");
+    assert!(log.iter().any(|l| l["callback"] == "logger" && l["message"].as_str().unwrap().contains("val_accuracy")), "logger logged epochs");
+}
+
+#[test]
+fn a_logger_leaves_weights_bitwise_identical() {
+    let plain = tempfile::tempdir().unwrap();
+    let logged = tempfile::tempdir().unwrap();
+    train(quick_config(4), plain.path());
+    let mut config = quick_config(4);
+    config.push_callback("logger:every_n_batches=5");
+    train(config, logged.path());
+    assert_eq!(weights(plain.path(), "last"), weights(logged.path(), "last"));
+}
+
+#[test]
+fn same_seed_same_weights_other_seed_other_weights() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let c = tempfile::tempdir().unwrap();
+    train(quick_config(2), a.path());
+    train(quick_config(2), b.path());
+    train(trainrt::TrainConfig { seed: 7, ..quick_config(2) }, c.path());
+    assert_eq!(weights(a.path(), "last"), weights(b.path(), "last"));
+    assert_ne!(weights(a.path(), "last"), weights(c.path(), "last"));
+}
+
+#[test]
+fn adamw_and_cnn_train_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = trainrt::TrainConfig { model: "cnn".into(), optimizer: "adamw".into(), lr: 0.003, ..quick_config(3) };
+    let result = train(config, dir.path());
+    assert_eq!(result.outcome, "completed");
+    let last = jsonl(dir.path(), "metrics.jsonl").pop().unwrap();
+    assert!(last["val_accuracy"].as_f64().unwrap() > 0.8, "{last}");
+}
