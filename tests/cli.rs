@@ -57,6 +57,8 @@ fn usage_errors_say_what_is_wrong_and_exit_2() {
     usage_error(&["replay", "nothing.jsonl", "--callback", "logger"], d, &["cannot open nothing.jsonl"]);
     std::fs::write(d.join("bad.jsonl"), "{\"event\":\"train-start\"}\n").unwrap();
     usage_error(&["replay", "bad.jsonl", "--callback", "logger"], d, &["bad.jsonl line 1"]);
+    // None of these runs could start, so none left a run directory behind.
+    assert!(!d.join("runs").exists(), "a failed start left files behind");
 }
 
 #[test]

@@ -61,9 +61,13 @@ fn early_stopping_stops_where_keras_does() {
     // start_from_epoch: the first 3 epochs are ignored entirely.
     let d = replay_val_loss("early-stopping:patience=1,start_from_epoch=3", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(stop_epochs(&d).first(), Some(&4));
-    // baseline: improvements that do not beat the baseline do not reset the wait.
-    let d = replay_val_loss("early-stopping:patience=2,baseline=0.5", &[1.0, 0.9, 0.8, 0.7]);
-    assert_eq!(stop_epochs(&d).first(), Some(&1));
+    // baseline: improvements that do not beat the baseline do not reset the wait (Keras never
+    // stops on an improving epoch, though): waits 1, 2 (improving), 3 -> stop at epoch 2, one
+    // epoch earlier than without a baseline.
+    let d = replay_val_loss("early-stopping:patience=2,baseline=0.5", &[1.0, 0.9, 0.95, 0.96, 0.97]);
+    assert_eq!(stop_epochs(&d).first(), Some(&2));
+    let d = replay_val_loss("early-stopping:patience=2", &[1.0, 0.9, 0.95, 0.96, 0.97]);
+    assert_eq!(stop_epochs(&d).first(), Some(&3));
 }
 
 #[test]

@@ -131,13 +131,23 @@ fn other_callbacks_hear_about_a_fault() {
 fn log_floods_are_cut_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     // Logs a 60000-byte message 1000 times per call.
-    let guest = hostile("(local.set 0 (i32.const 1000)) (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 60000)) (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))");
+    let guest = hostile("(memory.fill (i32.const 4096) (i32.const 97) (i32.const 60000)) (local.set 0 (i32.const 1000)) (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 60000)) (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))");
     let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
-    assert!(fault_kinds(&run).is_empty());
+    assert!(fault_kinds(&run).is_empty(), "{:?}", jsonl(&run, "faults.jsonl"));
     let log = jsonl(&run, "log.jsonl");
     let kept: usize = log.iter().map(|l| l["message"].as_str().unwrap().len()).sum();
     assert!(kept <= 2 * Limits::default().log_bytes_per_call + 16, "kept {kept} bytes");
     assert!(summary(&run)["callbacks"][0]["dropped_log_bytes"].as_u64().unwrap() > 1_000_000);
+}
+
+#[test]
+fn a_log_line_that_is_not_utf8_is_invalid_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = hostile("(i32.store (i32.const 300) (i32.const 0xffffffff)) (call $log (i32.const 1) (i32.const 300) (i32.const 4))");
+    let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
+    assert_eq!(fault_kinds(&run), vec!["invalid-output"]);
+    let message = jsonl(&run, "faults.jsonl")[0]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("utf-8") && !message.contains('\n'), "{message}");
 }
 
 #[test]

@@ -72,7 +72,10 @@ pub enum CheckpointError {
         path: PathBuf,
     },
     /// The checkpoint was written by an incompatible format version.
-    #[error("checkpoint {path} has format version {found}; this build reads version {}", FORMAT_VERSION)]
+    #[error(
+        "checkpoint {path} has format version {found}; this build reads version {}",
+        FORMAT_VERSION
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -117,7 +120,11 @@ mod hex_bytes {
         hex.as_bytes()
             .chunks(2)
             .map(|pair| {
-                let digit = |c: u8| (c as char).to_digit(16).ok_or_else(|| D::Error::custom("callback state is not hex"));
+                let digit = |c: u8| {
+                    (c as char)
+                        .to_digit(16)
+                        .ok_or_else(|| D::Error::custom("callback state is not hex"))
+                };
                 Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
             })
             .collect()
@@ -169,10 +176,18 @@ pub struct LoadedCheckpoint {
 /// starting with `.` (so never `.`, `..` or a hidden file) and never a path.
 pub fn validate_tag(tag: &str) -> Result<(), String> {
     if tag.is_empty() || tag.len() > 64 {
-        return Err(format!("must be 1 to 64 characters long, not {}", tag.len()));
+        return Err(format!(
+            "must be 1 to 64 characters long, not {}",
+            tag.len()
+        ));
     }
-    if let Some(c) = tag.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return Err(format!("character {c:?} is not allowed; use letters, digits, `_`, `.` and `-`"));
+    if let Some(c) = tag
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "character {c:?} is not allowed; use letters, digits, `_`, `.` and `-`"
+        ));
     }
     if tag.starts_with('.') {
         return Err("must not start with `.`".into());
@@ -182,7 +197,10 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
 
 /// The path of checkpoint `tag` in `dir`, after checking the tag.
 pub fn checkpoint_path(dir: &Path, tag: &str) -> Result<PathBuf, CheckpointError> {
-    validate_tag(tag).map_err(|reason| CheckpointError::InvalidTag { tag: tag.to_string(), reason })?;
+    validate_tag(tag).map_err(|reason| CheckpointError::InvalidTag {
+        tag: tag.to_string(),
+        reason,
+    })?;
     Ok(dir.join(format!("{tag}.safetensors")))
 }
 
@@ -208,12 +226,23 @@ impl View for &CpuTensor {
     }
 }
 
-fn le_bytes<T: candle_core::WithDType, const N: usize>(t: &Tensor, f: fn(T) -> [u8; N]) -> candle_core::Result<Vec<u8>> {
-    Ok(t.flatten_all()?.to_vec1::<T>()?.into_iter().flat_map(f).collect())
+fn le_bytes<T: candle_core::WithDType, const N: usize>(
+    t: &Tensor,
+    f: fn(T) -> [u8; N],
+) -> candle_core::Result<Vec<u8>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<T>()?
+        .into_iter()
+        .flat_map(f)
+        .collect())
 }
 
 fn to_cpu(path: &Path, name: &str, t: &Tensor) -> Result<CpuTensor, CheckpointError> {
-    let err = |reason: String| CheckpointError::Tensor { path: path.to_path_buf(), name: name.to_string(), reason };
+    let err = |reason: String| CheckpointError::Tensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        reason,
+    };
     let t = t.to_device(&Device::Cpu).map_err(|e| err(e.to_string()))?;
     let (dtype, bytes) = match t.dtype() {
         DType::F32 => (Dtype::F32, le_bytes(&t, f32::to_le_bytes)),
@@ -221,13 +250,24 @@ fn to_cpu(path: &Path, name: &str, t: &Tensor) -> Result<CpuTensor, CheckpointEr
         DType::I64 => (Dtype::I64, le_bytes(&t, i64::to_le_bytes)),
         DType::U32 => (Dtype::U32, le_bytes(&t, u32::to_le_bytes)),
         DType::U8 => (Dtype::U8, le_bytes(&t, u8::to_le_bytes)),
-        other => return Err(err(format!("dtype {other:?} is not supported in checkpoints"))),
+        other => {
+            return Err(err(format!(
+                "dtype {other:?} is not supported in checkpoints"
+            )));
+        }
     };
-    Ok(CpuTensor { dtype, shape: t.dims().to_vec(), bytes: bytes.map_err(|e| err(e.to_string()))? })
+    Ok(CpuTensor {
+        dtype,
+        shape: t.dims().to_vec(),
+        bytes: bytes.map_err(|e| err(e.to_string()))?,
+    })
 }
 
 /// CRC-32 over the metadata JSON and each tensor's name, dtype, shape and bytes, in name order.
-fn checksum<'a>(meta_json: &str, tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+fn checksum<'a>(
+    meta_json: &str,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
     let mut sorted: Vec<_> = tensors.collect();
     sorted.sort_by_key(|t| t.0);
     let mut crc = flate2::Crc::new();
@@ -255,28 +295,56 @@ pub fn save(
         path: dir.to_path_buf(),
         source,
     })?;
-    let meta = CheckpointMeta { format_version: FORMAT_VERSION, tag: tag.to_string(), ..meta.clone() };
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
-    let meta_json = serde_json::to_string(&meta).map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
+    let meta = CheckpointMeta {
+        format_version: FORMAT_VERSION,
+        tag: tag.to_string(),
+        ..meta.clone()
+    };
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let meta_json = serde_json::to_string(&meta)
+        .map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
 
-    let mut tensors: Vec<(String, CpuTensor)> = Vec::with_capacity(model_tensors.len() + optim_tensors.len());
-    let prefixed = model_tensors.iter().map(|(n, t)| ("model.", n, t)).chain(optim_tensors.iter().map(|(n, t)| ("optim.", n, t)));
+    let mut tensors: Vec<(String, CpuTensor)> =
+        Vec::with_capacity(model_tensors.len() + optim_tensors.len());
+    let prefixed = model_tensors
+        .iter()
+        .map(|(n, t)| ("model.", n, t))
+        .chain(optim_tensors.iter().map(|(n, t)| ("optim.", n, t)));
     for (prefix, name, t) in prefixed {
         let name = format!("{prefix}{name}");
         if tensors.iter().any(|(n, _)| *n == name) {
-            return Err(CheckpointError::Tensor { path: path.clone(), name, reason: "the name is used twice".into() });
+            return Err(CheckpointError::Tensor {
+                path: path.clone(),
+                name,
+                reason: "the name is used twice".into(),
+            });
         }
         let cpu = to_cpu(&path, &name, t)?;
         tensors.push((name, cpu));
     }
-    let crc = checksum(&meta_json, tensors.iter().map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())));
-    let metadata = HashMap::from([(METADATA_KEY.to_string(), meta_json), (CHECKSUM_KEY.to_string(), crc)]);
-    let bytes = safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| corrupt(format!("cannot encode: {e}")))?;
+    let crc = checksum(
+        &meta_json,
+        tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
+    );
+    let metadata = HashMap::from([
+        (METADATA_KEY.to_string(), meta_json),
+        (CHECKSUM_KEY.to_string(), crc),
+    ]);
+    let bytes = safetensors::tensor::serialize(
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(metadata),
+    )
+    .map_err(|e| corrupt(format!("cannot encode: {e}")))?;
     drop(tensors);
     atomic_write(&path, &bytes)?;
 
-    let mut sidecar = serde_json::to_value(&meta).map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
+    let mut sidecar =
+        serde_json::to_value(&meta).map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
     if let Some(obj) = sidecar.as_object_mut() {
         obj.remove("callback_states");
     }
@@ -291,46 +359,78 @@ pub fn load(path: &Path) -> Result<LoadedCheckpoint, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let info = header.metadata().as_ref();
-    let meta_json = info
-        .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| CheckpointError::MissingMetadata { path: path.to_path_buf() })?;
-    let value: serde_json::Value =
-        serde_json::from_str(meta_json).map_err(|e| corrupt(format!("metadata is not JSON: {e}")))?;
-    match value.get("format_version").and_then(serde_json::Value::as_u64) {
+    let meta_json =
+        info.and_then(|m| m.get(METADATA_KEY))
+            .ok_or_else(|| CheckpointError::MissingMetadata {
+                path: path.to_path_buf(),
+            })?;
+    let value: serde_json::Value = serde_json::from_str(meta_json)
+        .map_err(|e| corrupt(format!("metadata is not JSON: {e}")))?;
+    match value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+    {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(found) => return Err(CheckpointError::UnsupportedVersion { path: path.to_path_buf(), found }),
+        Some(found) => {
+            return Err(CheckpointError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
         None => return Err(corrupt("metadata has no format_version".into())),
     }
-    let meta: CheckpointMeta = serde_json::from_value(value).map_err(|e| corrupt(format!("bad metadata: {e}")))?;
+    let meta: CheckpointMeta =
+        serde_json::from_value(value).map_err(|e| corrupt(format!("bad metadata: {e}")))?;
 
     let views = st.tensors();
-    let expected = info.and_then(|m| m.get(CHECKSUM_KEY)).ok_or_else(|| corrupt("no checksum".into()))?;
-    let actual = checksum(meta_json, views.iter().map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())));
+    let expected = info
+        .and_then(|m| m.get(CHECKSUM_KEY))
+        .ok_or_else(|| corrupt("no checksum".into()))?;
+    let actual = checksum(
+        meta_json,
+        views
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+    );
     if *expected != actual {
-        return Err(corrupt(format!("checksum mismatch (stored {expected}, computed {actual})")));
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {expected}, computed {actual})"
+        )));
     }
 
     let mut model_tensors = HashMap::new();
     let mut optim_tensors = HashMap::new();
     for (name, view) in &views {
-        let tensor = view.load(&Device::Cpu).map_err(|e| CheckpointError::Tensor {
-            path: path.to_path_buf(),
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let tensor = view
+            .load(&Device::Cpu)
+            .map_err(|e| CheckpointError::Tensor {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
         if let Some(rest) = name.strip_prefix("model.") {
             model_tensors.insert(rest.to_string(), tensor);
         } else if let Some(rest) = name.strip_prefix("optim.") {
             optim_tensors.insert(rest.to_string(), tensor);
         } else {
-            return Err(corrupt(format!("unexpected tensor `{name}` (expected model.* or optim.*)")));
+            return Err(corrupt(format!(
+                "unexpected tensor `{name}` (expected model.* or optim.*)"
+            )));
         }
     }
-    Ok(LoadedCheckpoint { path: path.to_path_buf(), meta, model: model_tensors, optimizer: optim_tensors })
+    Ok(LoadedCheckpoint {
+        path: path.to_path_buf(),
+        meta,
+        model: model_tensors,
+        optimizer: optim_tensors,
+    })
 }
 
 #[cfg(test)]
@@ -348,8 +448,14 @@ mod tests {
             optimizer: "sgd:momentum=0.9,weight_decay=0.0,nesterov=false".into(),
             seed: 42,
             callback_states: vec![
-                CallbackState { name: "early-stop".into(), state: vec![0, 1, 0xab, 0xff] },
-                CallbackState { name: "empty".into(), state: vec![] },
+                CallbackState {
+                    name: "early-stop".into(),
+                    state: vec![0, 1, 0xab, 0xff],
+                },
+                CallbackState {
+                    name: "empty".into(),
+                    state: vec![],
+                },
             ],
             extra: serde_json::json!({ "run": "demo" }),
         }
@@ -357,19 +463,42 @@ mod tests {
 
     fn tensors() -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
         let dev = Device::Cpu;
-        let w = Tensor::new(&[[1.5f32, -0.0, f32::MIN_POSITIVE], [3.0, 1e-30, -7.25]], &dev).unwrap();
+        let w = Tensor::new(
+            &[[1.5f32, -0.0, f32::MIN_POSITIVE], [3.0, 1e-30, -7.25]],
+            &dev,
+        )
+        .unwrap();
         let b = Tensor::new(&[0.1f32, 0.2], &dev).unwrap();
-        let model = vec![("fc0.weight".to_string(), w.t().unwrap()), ("fc0.bias".to_string(), b)];
+        let model = vec![
+            ("fc0.weight".to_string(), w.t().unwrap()),
+            ("fc0.bias".to_string(), b),
+        ];
         let step = Tensor::new(&[1234i64], &dev).unwrap();
         let m = Tensor::new(&[0.5f32, -0.5], &dev).unwrap();
-        (model, vec![("step".to_string(), step), ("momentum.fc0.bias".to_string(), m)])
+        (
+            model,
+            vec![
+                ("step".to_string(), step),
+                ("momentum.fc0.bias".to_string(), m),
+            ],
+        )
     }
 
     fn bits(t: &Tensor) -> Vec<u8> {
         let t = t.flatten_all().unwrap();
         match t.dtype() {
-            DType::F32 => t.to_vec1::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect(),
-            DType::I64 => t.to_vec1::<i64>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F32 => t
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DType::I64 => t
+                .to_vec1::<i64>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
             other => panic!("{other:?}"),
         }
     }
@@ -382,7 +511,11 @@ mod tests {
         let path = save(&ckpt_dir, "epoch-3", &meta(), &model, &optim).unwrap();
         assert_eq!(path, ckpt_dir.join("epoch-3.safetensors"));
         let loaded = load(&path).unwrap();
-        let expected = CheckpointMeta { format_version: FORMAT_VERSION, tag: "epoch-3".into(), ..meta() };
+        let expected = CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            tag: "epoch-3".into(),
+            ..meta()
+        };
         assert_eq!(loaded.meta, expected);
         for (saved, restored) in [(&model, &loaded.model), (&optim, &loaded.optimizer)] {
             assert_eq!(saved.len(), restored.len());
@@ -396,9 +529,16 @@ mod tests {
             serde_json::from_slice(&std::fs::read(ckpt_dir.join("epoch-3.json")).unwrap()).unwrap();
         assert_eq!(sidecar["step"], 1234);
         assert!(sidecar.get("callback_states").is_none());
-        let mut names: Vec<_> = std::fs::read_dir(&ckpt_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(&ckpt_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
-        assert_eq!(names, ["epoch-3.json", "epoch-3.safetensors"], "no temp files left behind");
+        assert_eq!(
+            names,
+            ["epoch-3.json", "epoch-3.safetensors"],
+            "no temp files left behind"
+        );
     }
 
     #[test]
@@ -418,29 +558,65 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0x01; // A bit in the tensor data.
         let e = err(&flipped);
-        assert!(e.starts_with(&prefix) && e.contains("checksum mismatch"), "{e}");
+        assert!(
+            e.starts_with(&prefix) && e.contains("checksum mismatch"),
+            "{e}"
+        );
         let e = err(&good[..good.len() - 4]);
         assert!(e.starts_with(&prefix), "{e}");
         assert!(err(b"not a checkpoint at all").starts_with(&prefix));
         assert!(err(b"").starts_with(&prefix));
 
-        let plain = safetensors::tensor::serialize([("x", &CpuTensor { dtype: Dtype::U8, shape: vec![1], bytes: vec![7] })], None).unwrap();
+        let plain = safetensors::tensor::serialize(
+            [(
+                "x",
+                &CpuTensor {
+                    dtype: Dtype::U8,
+                    shape: vec![1],
+                    bytes: vec![7],
+                },
+            )],
+            None,
+        )
+        .unwrap();
         assert!(err(&plain).contains("is not a trainrt checkpoint"));
 
         let version = br#"\"format_version\":1"#;
-        let at = good.windows(version.len()).position(|w| w == version).unwrap();
+        let at = good
+            .windows(version.len())
+            .position(|w| w == version)
+            .unwrap();
         let mut future = good.clone();
         future[at + version.len() - 1] = b'9';
         let e = err(&future);
-        assert!(e.contains("has format version 9; this build reads version 1"), "{e}");
+        assert!(
+            e.contains("has format version 9; this build reads version 1"),
+            "{e}"
+        );
 
-        let missing = load(&dir.path().join("nope.safetensors")).unwrap_err().to_string();
-        assert!(missing.starts_with("cannot read checkpoint") && missing.contains("nope.safetensors"), "{missing}");
+        let missing = load(&dir.path().join("nope.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("cannot read checkpoint") && missing.contains("nope.safetensors"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn tags_that_could_escape_the_directory_are_rejected() {
-        for bad in ["../../etc/passwd", "", ".", "..", ".hidden", "a/b", "a\\b", "tag with space", "é", &"x".repeat(65)] {
+        for bad in [
+            "../../etc/passwd",
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "tag with space",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(validate_tag(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["best", "epoch-3", "step_100.v2", "A", &"x".repeat(64)] {
@@ -451,7 +627,13 @@ mod tests {
         let err = save(dir.path(), "../escape", &meta(), &model, &optim).unwrap_err();
         assert!(matches!(err, CheckpointError::InvalidTag { .. }), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(!dir.path().parent().unwrap().join("escape.safetensors").exists());
+        assert!(
+            !dir.path()
+                .parent()
+                .unwrap()
+                .join("escape.safetensors")
+                .exists()
+        );
     }
 
     #[test]
@@ -459,7 +641,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (model, _) = tensors();
         let twice = [model.clone(), model].concat();
-        let err = save(dir.path(), "d", &meta(), &twice, &[]).unwrap_err().to_string();
-        assert!(err.contains("`model.fc0.weight`") && err.contains("used twice"), "{err}");
+        let err = save(dir.path(), "d", &meta(), &twice, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`model.fc0.weight`") && err.contains("used twice"),
+            "{err}"
+        );
     }
 }

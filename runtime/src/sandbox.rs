@@ -163,13 +163,16 @@ pub(crate) fn classify(err: &wasmtime::Error) -> FaultKind {
         Some(Trap::OutOfFuel) => FaultKind::OutOfFuel,
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
         Some(_) => FaultKind::Trap,
-        None => FaultKind::HostError,
+        // Our host functions never fail, so an error that is not a trap comes from lifting what
+        // the guest handed over: invalid UTF-8, an out-of-bounds list, a bad discriminant.
+        None => FaultKind::InvalidOutput,
     }
 }
 
 /// A wasmtime error with its causes on one line, for messages.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
-    let parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+    // One line: wasmtime appends a multi-line wasm backtrace to trap messages.
+    let parts: Vec<String> = err.chain().map(|c| c.to_string().split_whitespace().collect::<Vec<_>>().join(" ")).collect();
     let mut out: Vec<String> = Vec::new();
     for p in parts {
         if !out.last().is_some_and(|l| l.contains(&p)) {

@@ -189,9 +189,6 @@ impl Run {
         if !resume && run_dir.join("config.json").exists() {
             return Err(TrainError::RunDirExists(run_dir));
         }
-        std::fs::create_dir_all(&checkpoints).map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
-        atomic_write_json(&run_dir.join("config.json"), &config)?;
-
         let spec = crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid { field: "device", message })?;
         let device = crate::device::open(spec)?;
         let data_spec: DataSpec = config.data.parse()?;
@@ -222,6 +219,10 @@ impl Run {
         known_tags.remove(LAST_TAG);
 
         let host = CallbackHost::start(sandbox, &config.callback_options()?)?;
+        // Only now that everything the user gave us has been checked does the run directory
+        // appear: a run that cannot start leaves nothing behind.
+        std::fs::create_dir_all(&checkpoints).map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
+        atomic_write_json(&run_dir.join("config.json"), &config)?;
         let files = Files {
             metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
             events: JsonLines::open_append(&run_dir.join("events.jsonl"))?,

@@ -18,11 +18,18 @@ impl DeviceData {
     pub fn new(dataset: &Dataset, device: &Device) -> Result<Self, DataError> {
         let n = dataset.len();
         if u32::try_from(n).is_err() {
-            return Err(DataError::Request(format!("{n} examples are more than a u32 index can address")));
+            return Err(DataError::Request(format!(
+                "{n} examples are more than a u32 index can address"
+            )));
         }
         let x = Tensor::from_slice(dataset.features(), (n, dataset.num_features()), device)?;
         let y = Tensor::from_slice(dataset.labels(), n, device)?;
-        Ok(Self { x, y, image: dataset.image_shape(), len: n })
+        Ok(Self {
+            x,
+            y,
+            image: dataset.image_shape(),
+            len: n,
+        })
     }
 
     /// Number of examples.
@@ -41,7 +48,10 @@ impl DeviceData {
             .iter()
             .map(|&i| match u32::try_from(i) {
                 Ok(v) if i < self.len => Ok(v),
-                _ => Err(DataError::Request(format!("example index {i} is out of range 0..{}", self.len))),
+                _ => Err(DataError::Request(format!(
+                    "example index {i} is out of range 0..{}",
+                    self.len
+                ))),
             })
             .collect::<Result<Vec<u32>, _>>()?;
         let idx = Tensor::from_vec(idx, indices.len(), self.x.device())?;
@@ -52,9 +62,15 @@ impl DeviceData {
     /// The `len` examples starting at `start`, in order (no gather: for evaluation).
     pub fn range(&self, start: usize, len: usize) -> Result<(Tensor, Tensor), DataError> {
         if start.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(DataError::Request(format!("examples {start}..+{len} are out of range 0..{}", self.len)));
+            return Err(DataError::Request(format!(
+                "examples {start}..+{len} are out of range 0..{}",
+                self.len
+            )));
         }
-        Ok((self.shaped(self.x.narrow(0, start, len)?)?, self.y.narrow(0, start, len)?))
+        Ok((
+            self.shaped(self.x.narrow(0, start, len)?)?,
+            self.y.narrow(0, start, len)?,
+        ))
     }
 
     fn shaped(&self, x: Tensor) -> Result<Tensor, DataError> {
@@ -65,11 +81,18 @@ impl DeviceData {
     }
 
     /// Batches of `batch_size` in `order` (e.g. an [`epoch_permutation`]); the last may be smaller.
-    pub fn batches<'a>(&'a self, order: &'a [usize], batch_size: usize) -> Result<Batches<'a>, DataError> {
+    pub fn batches<'a>(
+        &'a self,
+        order: &'a [usize],
+        batch_size: usize,
+    ) -> Result<Batches<'a>, DataError> {
         if batch_size == 0 {
             return Err(DataError::Request("batch size must be at least 1".into()));
         }
-        Ok(Batches { data: self, chunks: order.chunks(batch_size) })
+        Ok(Batches {
+            data: self,
+            chunks: order.chunks(batch_size),
+        })
     }
 }
 
@@ -94,7 +117,6 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,11 +124,25 @@ mod tests {
 
     #[test]
     fn batches_cover_the_order_and_keep_the_last_partial_batch() {
-        let ds: Dataset = "synthetic:samples=10,features=3,classes=2".parse::<DataSpec>().unwrap().load().unwrap();
+        let ds: Dataset = "synthetic:samples=10,features=3,classes=2"
+            .parse::<DataSpec>()
+            .unwrap()
+            .load()
+            .unwrap();
         let data = DeviceData::new(&ds, &Device::Cpu).unwrap();
         let order = epoch_permutation(data.len(), 5, 0);
-        let batches: Vec<_> = data.batches(&order, 4).unwrap().map(Result::unwrap).collect();
-        assert_eq!(batches.iter().map(|(x, _)| x.dims().to_vec()).collect::<Vec<_>>(), [vec![4, 3], vec![4, 3], vec![2, 3]]);
+        let batches: Vec<_> = data
+            .batches(&order, 4)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            batches
+                .iter()
+                .map(|(x, _)| x.dims().to_vec())
+                .collect::<Vec<_>>(),
+            [vec![4, 3], vec![4, 3], vec![2, 3]]
+        );
         let (x, y) = &batches[2];
         let rows: Vec<Vec<f32>> = x.to_vec2().unwrap();
         for (k, &i) in order[8..].iter().enumerate() {

@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long)]
     batch_size: Option<u32>,
     /// Initial learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Optimizer: `sgd[:momentum=M,weight_decay=W,nesterov=B]` or
     /// `adamw[:beta1=B1,beta2=B2,eps=E,weight_decay=W]` (default `sgd:momentum=0.9`).
