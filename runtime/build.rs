@@ -8,7 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The bundled callbacks: (name users type, cargo package).
-const BUNDLED: &[&str] = &["logger", "early-stopping", "model-checkpoint", "lr-schedule", "reduce-lr-on-plateau", "terminate-on-nan"];
+const BUNDLED: &[&str] = &[
+    "logger",
+    "early-stopping",
+    "model-checkpoint",
+    "lr-schedule",
+    "reduce-lr-on-plateau",
+    "terminate-on-nan",
+];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {
@@ -21,9 +28,15 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
-    let root = manifest_dir.parent().ok_or("runtime/ has no parent directory")?.to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .ok_or("runtime/ has no parent directory")?
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
-    println!("cargo:rerun-if-changed={}", root.join("guest-callbacks").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-callbacks").display()
+    );
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-env-changed=TRAINRT_GUEST_PROFILE");
 
@@ -39,31 +52,61 @@ fn run() -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "guest", "--target", WASM_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            WASM_TARGET,
+            "--target-dir",
+        ])
         .arg(&guest_target);
     for name in BUNDLED {
         cmd.args(["-p", name]);
     }
     // The host's flags and wrappers are for the host target, not for wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().map_err(|e| format!("cannot run cargo to build the bundled callbacks: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo to build the bundled callbacks: {e}"))?;
     if !status.success() {
         return Err("building the bundled callbacks (guest-callbacks/) for wasm32-unknown-unknown failed; see the errors above".into());
     }
 
-    let mut table = String::from("/// The bundled callbacks: (name, component bytes).\npub(crate) static BUNDLED: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// The bundled callbacks: (name, component bytes).\npub(crate) static BUNDLED: &[(&str, &[u8])] = &[\n",
+    );
     for name in BUNDLED {
-        let module_path = guest_target.join(WASM_TARGET).join("guest").join(format!("{}.wasm", name.replace('-', "_")));
-        let module = fs::read(&module_path).map_err(|e| format!("cannot read {}: {e}", module_path.display()))?;
+        let module_path = guest_target
+            .join(WASM_TARGET)
+            .join("guest")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let module = fs::read(&module_path)
+            .map_err(|e| format!("cannot read {}: {e}", module_path.display()))?;
         let component = wit_component::ComponentEncoder::default()
             .module(&module)
             .and_then(|e| e.validate(true).encode())
-            .map_err(|e| format!("cannot make a component of {}: {e:#}", module_path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot make a component of {}: {e:#}",
+                    module_path.display()
+                )
+            })?;
         let dest = out_dir.join(format!("{name}.component.wasm"));
         write_if_changed(&dest, &component)?;
-        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", dest.display().to_string()));
+        table.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            dest.display().to_string()
+        ));
     }
     table.push_str("];\n");
     write_if_changed(&out_dir.join("bundled.rs"), table.as_bytes())
@@ -77,7 +120,12 @@ fn check_wasm_target() -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run {rustc}: {e}"))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir() {
+    if sysroot
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .join("lib")
+        .is_dir()
+    {
         return Ok(());
     }
     Err(format!(

@@ -5,8 +5,19 @@ mod common;
 use common::{jsonl, quick_config, sandbox, train, weights};
 use trainrt::trainer::{Quiet, RunRequest, TrainError};
 
-fn resume(config: trainrt::TrainConfig, dir: &std::path::Path) -> Result<trainrt::RunSummary, TrainError> {
-    trainrt::train(sandbox(), RunRequest { config, run_dir: dir.to_path_buf(), resume: true }, &mut Quiet)
+fn resume(
+    config: trainrt::TrainConfig,
+    dir: &std::path::Path,
+) -> Result<trainrt::RunSummary, TrainError> {
+    trainrt::train(
+        sandbox(),
+        RunRequest {
+            config,
+            run_dir: dir.to_path_buf(),
+            resume: true,
+        },
+        &mut Quiet,
+    )
 }
 
 /// early-stopping whose monitor never improves after the first epoch, so its `wait` counter
@@ -30,13 +41,26 @@ fn resume_gives_bitwise_identical_weights_and_restores_callback_state() {
 
     assert_eq!(weights(whole.path(), "last"), weights(split.path(), "last"));
     let wait = |dir: &std::path::Path| -> Vec<f64> {
-        jsonl(dir, "metrics.jsonl").iter().map(|m| m["early_stopping_wait"].as_f64().expect("wait metric")).collect()
+        jsonl(dir, "metrics.jsonl")
+            .iter()
+            .map(|m| m["early_stopping_wait"].as_f64().expect("wait metric"))
+            .collect()
     };
     let expected = wait(whole.path());
     assert_eq!(expected, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
-    assert_eq!(wait(split.path()), expected, "the wait counter continued across the resume");
+    assert_eq!(
+        wait(split.path()),
+        expected,
+        "the wait counter continued across the resume"
+    );
     let metrics = jsonl(split.path(), "metrics.jsonl");
-    assert_eq!(metrics.iter().map(|m| m["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        metrics
+            .iter()
+            .map(|m| m["epoch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
 }
 
 #[test]
@@ -57,9 +81,18 @@ fn checkpoints_hold_callback_state_and_leave_no_temp_files() {
 #[test]
 fn resume_of_something_that_is_not_a_run_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = trainrt::trainer::load_run_config(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("config.json") && err.contains("is this a trainrt run directory"), "{err}");
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&quick_config(2)).unwrap()).unwrap();
+    let err = trainrt::trainer::load_run_config(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("is this a trainrt run directory"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&quick_config(2)).unwrap(),
+    )
+    .unwrap();
     let err = resume(quick_config(2), dir.path()).unwrap_err().to_string();
     assert!(err.contains("no checkpoints/last.safetensors"), "{err}");
 }
@@ -69,11 +102,25 @@ fn a_new_run_refuses_to_overwrite_an_existing_one() {
     let dir = tempfile::tempdir().unwrap();
     train(quick_config(1), dir.path());
     let before = std::fs::read(dir.path().join("metrics.jsonl")).unwrap();
-    let err = trainrt::train(sandbox(), RunRequest { config: quick_config(1), run_dir: dir.path().to_path_buf(), resume: false }, &mut Quiet)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("already holds a run") && err.contains("--resume"), "{err}");
-    assert_eq!(std::fs::read(dir.path().join("metrics.jsonl")).unwrap(), before);
+    let err = trainrt::train(
+        sandbox(),
+        RunRequest {
+            config: quick_config(1),
+            run_dir: dir.path().to_path_buf(),
+            resume: false,
+        },
+        &mut Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("metrics.jsonl")).unwrap(),
+        before
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

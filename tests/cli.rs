@@ -9,7 +9,11 @@ use std::process::{Command, Output};
 use common::{WatGuest, kind};
 
 fn trainrt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainrt")).args(args).current_dir(cwd).output().expect("trainrt runs")
+    Command::new(env!("CARGO_BIN_EXE_trainrt"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("trainrt runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -20,7 +24,11 @@ fn stderr(o: &Output) -> String {
 fn usage_error(args: &[&str], cwd: &Path, fragments: &[&str]) {
     let out = trainrt(args, cwd);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{args:?} should be a usage error; stderr: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should be a usage error; stderr: {err}"
+    );
     for f in fragments {
         assert!(err.contains(f), "{args:?}: stderr lacks {f:?}: {err}");
     }
@@ -30,33 +38,89 @@ fn usage_error(args: &[&str], cwd: &Path, fragments: &[&str]) {
 fn usage_errors_say_what_is_wrong_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    usage_error(&["run", "--epochs", "0"], d, &["trainrt: invalid epochs", "at least 1"]);
+    usage_error(
+        &["run", "--epochs", "0"],
+        d,
+        &["trainrt: invalid epochs", "at least 1"],
+    );
     usage_error(&["run", "--lr", "-1"], d, &["invalid lr"]);
-    usage_error(&["run", "--callback", "nope"], d, &["neither a bundled callback", "early-stopping"]);
-    usage_error(&["run", "--callback", "early-stopping:patiense=3"], d, &["early-stopping", "patiense"]);
-    usage_error(&["run", "--callback", "early-stopping:patience=abc"], d, &["patience"]);
-    usage_error(&["run", "--callback", "logger:verbose"], d, &["not key=value"]);
-    usage_error(&["run", "--data", "csv:/nonexistent/x.csv"], d, &["/nonexistent/x.csv"]);
+    usage_error(
+        &["run", "--callback", "nope"],
+        d,
+        &["neither a bundled callback", "early-stopping"],
+    );
+    usage_error(
+        &["run", "--callback", "early-stopping:patiense=3"],
+        d,
+        &["early-stopping", "patiense"],
+    );
+    usage_error(
+        &["run", "--callback", "early-stopping:patience=abc"],
+        d,
+        &["patience"],
+    );
+    usage_error(
+        &["run", "--callback", "logger:verbose"],
+        d,
+        &["not key=value"],
+    );
+    usage_error(
+        &["run", "--data", "csv:/nonexistent/x.csv"],
+        d,
+        &["/nonexistent/x.csv"],
+    );
     usage_error(&["run", "--model", "transformer"], d, &["invalid model"]);
     usage_error(&["run", "--optimizer", "adam2"], d, &["invalid optimizer"]);
-    usage_error(&["run", "--device", "tpu"], d, &["expected cpu, cuda or cuda:N"]);
+    usage_error(
+        &["run", "--device", "tpu"],
+        d,
+        &["expected cpu, cuda or cuda:N"],
+    );
     #[cfg(not(feature = "cuda"))]
     usage_error(&["run", "--device", "cuda"], d, &["--features cuda"]);
-    usage_error(&["run", "--config", "missing.toml"], d, &["cannot read config file missing.toml"]);
-    usage_error(&["run", "--resume", "nowhere"], d, &["cannot resume nowhere"]);
+    usage_error(
+        &["run", "--config", "missing.toml"],
+        d,
+        &["cannot read config file missing.toml"],
+    );
+    usage_error(
+        &["run", "--resume", "nowhere"],
+        d,
+        &["cannot resume nowhere"],
+    );
     usage_error(&["run", "--bogus-flag"], d, &["--bogus-flag"]);
-    usage_error(&["run", "--callback", "missing.wasm"], d, &["cannot read callback missing.wasm"]);
+    usage_error(
+        &["run", "--callback", "missing.wasm"],
+        d,
+        &["cannot read callback missing.wasm"],
+    );
     std::fs::write(d.join("random.wasm"), b"this is not wasm at all").unwrap();
     usage_error(&["check", "random.wasm"], d, &["not a WebAssembly file"]);
     std::fs::write(d.join("core.wasm"), wat::parse_str("(module)").unwrap()).unwrap();
-    usage_error(&["check", "core.wasm"], d, &["core wasm module, not a component"]);
+    usage_error(
+        &["check", "core.wasm"],
+        d,
+        &["core wasm module, not a component"],
+    );
     let mut truncated = std::fs::read(WatGuest::new(&[kind::EPOCH_END]).write(d, "whole")).unwrap();
     truncated.truncate(truncated.len() / 2);
     std::fs::write(d.join("truncated.wasm"), truncated).unwrap();
-    usage_error(&["check", "truncated.wasm"], d, &["truncated", "invalid component"]);
-    usage_error(&["replay", "nothing.jsonl", "--callback", "logger"], d, &["cannot open nothing.jsonl"]);
+    usage_error(
+        &["check", "truncated.wasm"],
+        d,
+        &["truncated", "invalid component"],
+    );
+    usage_error(
+        &["replay", "nothing.jsonl", "--callback", "logger"],
+        d,
+        &["cannot open nothing.jsonl"],
+    );
     std::fs::write(d.join("bad.jsonl"), "{\"event\":\"train-start\"}\n").unwrap();
-    usage_error(&["replay", "bad.jsonl", "--callback", "logger"], d, &["bad.jsonl line 1"]);
+    usage_error(
+        &["replay", "bad.jsonl", "--callback", "logger"],
+        d,
+        &["bad.jsonl line 1"],
+    );
     // None of these runs could start, so none left a run directory behind.
     assert!(!d.join("runs").exists(), "a failed start left files behind");
 }
@@ -72,31 +136,78 @@ fn run_check_replay_and_export_work_together() {
     let out = trainrt(&["check", "cbs/early-stopping.wasm:patience=2"], d);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(text.contains("valid callback component") && text.contains("subscriptions: train-start, epoch-end"), "{text}");
+    assert!(
+        text.contains("valid callback component")
+            && text.contains("subscriptions: train-start, epoch-end"),
+        "{text}"
+    );
     assert!(text.contains("ms per call"), "{text}");
 
     let out = trainrt(
-        &["run", "--epochs", "6", "--run-dir", "r", "--callback", "cbs/early-stopping.wasm:patience=1,min_delta=100", "--callback", "logger", "--json"],
+        &[
+            "run",
+            "--epochs",
+            "6",
+            "--run-dir",
+            "r",
+            "--callback",
+            "cbs/early-stopping.wasm:patience=1,min_delta=100",
+            "--callback",
+            "logger",
+            "--json",
+        ],
         d,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     let summary = &lines.last().unwrap()["summary"];
     assert_eq!(summary["outcome"], "stopped");
-    assert!(summary["reason"].as_str().unwrap().starts_with("early-stopping:"), "{summary}");
-    assert!(lines.iter().any(|l| l["type"] == "log" && l["callback"] == "logger"));
+    assert!(
+        summary["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("early-stopping:"),
+        "{summary}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["type"] == "log" && l["callback"] == "logger")
+    );
 
     // Replaying the recorded events gives the same stop decision, at the same epoch.
-    let out = trainrt(&["replay", "r/events.jsonl", "--callback", "early-stopping:patience=1,min_delta=100"], d);
+    let out = trainrt(
+        &[
+            "replay",
+            "r/events.jsonl",
+            "--callback",
+            "early-stopping:patience=1,min_delta=100",
+        ],
+        d,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let decisions: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let stop = decisions.iter().find(|d| d["decision"]["kind"] == "stop-training").expect("a stop");
-    assert_eq!(stop["epoch"], summary["epochs_completed"].as_u64().unwrap() - 1);
+    let decisions: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stop = decisions
+        .iter()
+        .find(|d| d["decision"]["kind"] == "stop-training")
+        .expect("a stop");
+    assert_eq!(
+        stop["epoch"],
+        summary["epochs_completed"].as_u64().unwrap() - 1
+    );
 
     // A second run into the same directory is refused; --resume continues it.
-    usage_error(&["run", "--run-dir", "r"], d, &["already holds a run", "--resume r"]);
+    usage_error(
+        &["run", "--run-dir", "r"],
+        d,
+        &["already holds a run", "--resume r"],
+    );
     let out = trainrt(&["run", "--resume", "r", "--epochs", "8"], d);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
@@ -106,7 +217,14 @@ fn callbacks_list_names_all_six() {
     let dir = tempfile::tempdir().unwrap();
     let out = trainrt(&["callbacks", "list"], dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["logger", "early-stopping", "model-checkpoint", "lr-schedule", "reduce-lr-on-plateau", "terminate-on-nan"] {
+    for name in [
+        "logger",
+        "early-stopping",
+        "model-checkpoint",
+        "lr-schedule",
+        "reduce-lr-on-plateau",
+        "terminate-on-nan",
+    ] {
         assert!(text.contains(name), "{text}");
     }
 }

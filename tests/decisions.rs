@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Decision, deciding_guest, jsonl, kind, quick_config, sandbox, summary, train, weights};
+use common::{
+    Decision, deciding_guest, jsonl, kind, quick_config, sandbox, summary, train, weights,
+};
 use trainrt::contract::{Decision as WitDecision, EpochMetrics, RunInfo};
 use trainrt::events::Event;
 use trainrt::host::{CallbackHost, CallbackOptions};
@@ -22,7 +24,16 @@ fn run_info() -> RunInfo {
         optimizer: "sgd".into(),
         initial_lr: 0.1,
         seed: 42,
-        metric_names: ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"].map(String::from).to_vec(),
+        metric_names: [
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "lr",
+            "grad_norm",
+        ]
+        .map(String::from)
+        .to_vec(),
         start_epoch: 0,
         start_step: 0,
     }
@@ -36,7 +47,11 @@ fn replay_val_loss(spec: &str, val_losses: &[f64]) -> Vec<(u32, WitDecision)> {
     let mut out = Vec::new();
     for (epoch, v) in val_losses.iter().enumerate() {
         let values = vec![0.5, 0.9, *v, 0.9, 0.1, 1.0];
-        let (_, answers) = host.dispatch(&Event::EpochEnd(EpochMetrics { epoch: epoch as u32, step: 45 * (epoch as u64 + 1), values }));
+        let (_, answers) = host.dispatch(&Event::EpochEnd(EpochMetrics {
+            epoch: epoch as u32,
+            step: 45 * (epoch as u64 + 1),
+            values,
+        }));
         for a in answers {
             out.extend(a.decisions.into_iter().map(|d| (epoch as u32, d)));
         }
@@ -46,25 +61,41 @@ fn replay_val_loss(spec: &str, val_losses: &[f64]) -> Vec<(u32, WitDecision)> {
 }
 
 fn stop_epochs(decisions: &[(u32, WitDecision)]) -> Vec<u32> {
-    decisions.iter().filter(|(_, d)| matches!(d, WitDecision::StopTraining(_))).map(|(e, _)| *e).collect()
+    decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, WitDecision::StopTraining(_)))
+        .map(|(e, _)| *e)
+        .collect()
 }
 
 #[test]
 fn early_stopping_stops_where_keras_does() {
     // Keras: epoch 0 improves (best 1.0), epoch 1 improves (0.9, wait 0), epochs 2 and 3 do not:
     // wait reaches 2 = patience at epoch 3, so training stops at the end of epoch 3.
-    let d = replay_val_loss("early-stopping:patience=2", &[1.0, 0.9, 0.91, 0.92, 0.5, 0.4]);
+    let d = replay_val_loss(
+        "early-stopping:patience=2",
+        &[1.0, 0.9, 0.91, 0.92, 0.5, 0.4],
+    );
     assert_eq!(stop_epochs(&d), vec![3]);
     // min_delta: 0.9 -> 0.89 is not an improvement of more than 0.05, so the wait goes on.
-    let d = replay_val_loss("early-stopping:patience=2,min_delta=0.05", &[1.0, 0.9, 0.89, 0.88, 0.5]);
+    let d = replay_val_loss(
+        "early-stopping:patience=2,min_delta=0.05",
+        &[1.0, 0.9, 0.89, 0.88, 0.5],
+    );
     assert_eq!(stop_epochs(&d).first(), Some(&3));
     // start_from_epoch: the first 3 epochs are ignored entirely.
-    let d = replay_val_loss("early-stopping:patience=1,start_from_epoch=3", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let d = replay_val_loss(
+        "early-stopping:patience=1,start_from_epoch=3",
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    );
     assert_eq!(stop_epochs(&d).first(), Some(&4));
     // baseline: improvements that do not beat the baseline do not reset the wait (Keras never
     // stops on an improving epoch, though): waits 1, 2 (improving), 3 -> stop at epoch 2, one
     // epoch earlier than without a baseline.
-    let d = replay_val_loss("early-stopping:patience=2,baseline=0.5", &[1.0, 0.9, 0.95, 0.96, 0.97]);
+    let d = replay_val_loss(
+        "early-stopping:patience=2,baseline=0.5",
+        &[1.0, 0.9, 0.95, 0.96, 0.97],
+    );
     assert_eq!(stop_epochs(&d).first(), Some(&2));
     let d = replay_val_loss("early-stopping:patience=2", &[1.0, 0.9, 0.95, 0.96, 0.97]);
     assert_eq!(stop_epochs(&d).first(), Some(&3));
@@ -72,11 +103,29 @@ fn early_stopping_stops_where_keras_does() {
 
 #[test]
 fn early_stopping_with_restore_best_saves_then_restores() {
-    let d = replay_val_loss("early-stopping:patience=1,restore_best=true", &[1.0, 0.5, 0.7, 0.8]);
-    let saves: Vec<u32> = d.iter().filter(|(_, d)| matches!(d, WitDecision::SaveCheckpoint(_))).map(|(e, _)| *e).collect();
+    let d = replay_val_loss(
+        "early-stopping:patience=1,restore_best=true",
+        &[1.0, 0.5, 0.7, 0.8],
+    );
+    let saves: Vec<u32> = d
+        .iter()
+        .filter(|(_, d)| matches!(d, WitDecision::SaveCheckpoint(_)))
+        .map(|(e, _)| *e)
+        .collect();
     assert_eq!(saves, vec![0, 1]);
-    let restore_then_stop: Vec<&WitDecision> = d.iter().filter(|(e, _)| *e == 2).map(|(_, d)| d).collect();
-    assert!(matches!(restore_then_stop.as_slice(), [.., WitDecision::RestoreCheckpoint(_), WitDecision::StopTraining(_)]), "{restore_then_stop:?}");
+    let restore_then_stop: Vec<&WitDecision> =
+        d.iter().filter(|(e, _)| *e == 2).map(|(_, d)| d).collect();
+    assert!(
+        matches!(
+            restore_then_stop.as_slice(),
+            [
+                ..,
+                WitDecision::RestoreCheckpoint(_),
+                WitDecision::StopTraining(_)
+            ]
+        ),
+        "{restore_then_stop:?}"
+    );
 }
 
 #[test]
@@ -85,21 +134,37 @@ fn lr_schedule_changes_the_learning_rate_the_trainer_reports() {
     let mut config = quick_config(5);
     config.push_callback("lr-schedule:schedule=step,step_size=2,gamma=0.5");
     train(config, dir.path());
-    let lrs: Vec<f64> = jsonl(dir.path(), "metrics.jsonl").iter().map(|m| m["lr"].as_f64().unwrap()).collect();
+    let lrs: Vec<f64> = jsonl(dir.path(), "metrics.jsonl")
+        .iter()
+        .map(|m| m["lr"].as_f64().unwrap())
+        .collect();
     assert_eq!(lrs, vec![0.05, 0.05, 0.025, 0.025, 0.0125]);
 }
 
 #[test]
 fn later_callback_wins_the_learning_rate_and_the_override_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let a = deciding_guest(&[kind::EPOCH_START], "on-epoch-start", &[Decision::Lr(0.01)]).write(dir.path(), "a");
-    let b = deciding_guest(&[kind::EPOCH_START], "on-epoch-start", &[Decision::Lr(0.02)]).write(dir.path(), "b");
+    let a = deciding_guest(
+        &[kind::EPOCH_START],
+        "on-epoch-start",
+        &[Decision::Lr(0.01)],
+    )
+    .write(dir.path(), "a");
+    let b = deciding_guest(
+        &[kind::EPOCH_START],
+        "on-epoch-start",
+        &[Decision::Lr(0.02)],
+    )
+    .write(dir.path(), "b");
     let run = dir.path().join("run");
     let mut config = quick_config(2);
     config.push_callback(a.to_str().unwrap());
     config.push_callback(b.to_str().unwrap());
     train(config, &run);
-    let lrs: Vec<f64> = jsonl(&run, "metrics.jsonl").iter().map(|m| m["lr"].as_f64().unwrap()).collect();
+    let lrs: Vec<f64> = jsonl(&run, "metrics.jsonl")
+        .iter()
+        .map(|m| m["lr"].as_f64().unwrap())
+        .collect();
     assert_eq!(lrs, vec![0.02, 0.02]);
     let records = jsonl(&run, "decisions.jsonl");
     assert_eq!(records.len(), 4);
@@ -137,20 +202,32 @@ fn invalid_decisions_are_rejected_recorded_and_change_nothing() {
     assert_eq!(weights(&plain, "last"), weights(&attacked, "last"));
     let records = jsonl(&attacked, "decisions.jsonl");
     assert!(!records.is_empty());
-    assert!(records.iter().all(|r| r["status"] == "rejected" && r["reason"].is_string()), "{:?}", records.first());
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == "rejected" && r["reason"].is_string()),
+        "{:?}",
+        records.first()
+    );
     assert_eq!(records[0]["decision"]["lr"], "NaN");
     // Nothing escaped the checkpoint directory.
     assert!(!dir.path().join("etc").exists() && !attacked.join("etc").exists());
-    let names: Vec<String> =
-        std::fs::read_dir(attacked.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(attacked.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().all(|n| n.starts_with("last.")), "{names:?}");
 }
 
 #[test]
 fn a_stop_ends_training_with_its_reason_and_a_final_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let stopper = deciding_guest(&[kind::EPOCH_END], "on-epoch-end", &[Decision::Metric("custom", 2.5), Decision::Stop("enough")])
-        .write(dir.path(), "stopper");
+    let stopper = deciding_guest(
+        &[kind::EPOCH_END],
+        "on-epoch-end",
+        &[Decision::Metric("custom", 2.5), Decision::Stop("enough")],
+    )
+    .write(dir.path(), "stopper");
     let run = dir.path().join("run");
     let mut config = quick_config(10);
     config.push_callback(stopper.to_str().unwrap());
@@ -171,9 +248,18 @@ fn save_and_restore_by_tag() {
     // Saves "snap" at every epoch start; restores it at every epoch end: each epoch's training is
     // undone, so the final weights equal those saved at the start of the last epoch, which are
     // the initial weights.
-    let saver = deciding_guest(&[kind::EPOCH_START], "on-epoch-start", &[Decision::Save("snap")]);
+    let saver = deciding_guest(
+        &[kind::EPOCH_START],
+        "on-epoch-start",
+        &[Decision::Save("snap")],
+    );
     let saver = saver.write(dir.path(), "saver");
-    let restorer = deciding_guest(&[kind::EPOCH_END], "on-epoch-end", &[Decision::Restore("snap")]).write(dir.path(), "restorer");
+    let restorer = deciding_guest(
+        &[kind::EPOCH_END],
+        "on-epoch-end",
+        &[Decision::Restore("snap")],
+    )
+    .write(dir.path(), "restorer");
     let run = dir.path().join("run");
     let mut config = quick_config(3);
     config.push_callback(saver.to_str().unwrap());
@@ -182,5 +268,8 @@ fn save_and_restore_by_tag() {
     assert!(run.join("checkpoints/snap.safetensors").is_file());
     assert_eq!(weights(&run, "snap"), weights(&run, "last"));
     let records = jsonl(&run, "decisions.jsonl");
-    assert!(records.iter().all(|r| r["status"] == "applied"), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["status"] == "applied"),
+        "{records:?}"
+    );
 }

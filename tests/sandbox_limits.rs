@@ -13,7 +13,12 @@ use trainrt::host::{CallbackHost, CallbackOptions, FaultPolicy};
 use trainrt::sandbox::Limits;
 
 /// Runs 2 epochs with `guest` (hooked into epoch-end) and returns the run directory.
-fn run_with(guest: WatGuest, dir: &Path, policy: FaultPolicy, limits: Limits) -> std::path::PathBuf {
+fn run_with(
+    guest: WatGuest,
+    dir: &Path,
+    policy: FaultPolicy,
+    limits: Limits,
+) -> std::path::PathBuf {
     let path = guest.write(dir, "hostile");
     let run = dir.join("run");
     let mut config: TrainConfig = quick_config(2);
@@ -31,7 +36,10 @@ fn baseline(dir: &Path) -> std::path::PathBuf {
 }
 
 fn fault_kinds(run: &Path) -> Vec<String> {
-    jsonl(run, "faults.jsonl").iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+    jsonl(run, "faults.jsonl")
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn hostile(body: &str) -> WatGuest {
@@ -42,19 +50,40 @@ fn hostile(body: &str) -> WatGuest {
 fn an_infinite_loop_times_out() {
     let dir = tempfile::tempdir().unwrap();
     // Fuel high enough that the wall-clock deadline is what stops it.
-    let limits = Limits { call_timeout: Duration::from_millis(20), fuel_per_call: u64::MAX / 4, ..Limits::default() };
-    let run = run_with(hostile("(loop $l (br $l))"), dir.path(), FaultPolicy::Disable, limits);
+    let limits = Limits {
+        call_timeout: Duration::from_millis(20),
+        fuel_per_call: u64::MAX / 4,
+        ..Limits::default()
+    };
+    let run = run_with(
+        hostile("(loop $l (br $l))"),
+        dir.path(),
+        FaultPolicy::Disable,
+        limits,
+    );
     assert_eq!(fault_kinds(&run), vec!["timeout"]);
     assert_eq!(summary(&run)["callbacks"][0]["status"], "disabled");
     assert_eq!(summary(&run)["outcome"], "completed");
-    assert_eq!(weights(&baseline(dir.path()), "last"), weights(&run, "last"));
+    assert_eq!(
+        weights(&baseline(dir.path()), "last"),
+        weights(&run, "last")
+    );
 }
 
 #[test]
 fn fuel_bounds_a_call_deterministically() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { fuel_per_call: 100_000, call_timeout: Duration::from_secs(10), ..Limits::default() };
-    let run = run_with(hostile("(loop $l (br $l))"), dir.path(), FaultPolicy::Disable, limits);
+    let limits = Limits {
+        fuel_per_call: 100_000,
+        call_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let run = run_with(
+        hostile("(loop $l (br $l))"),
+        dir.path(),
+        FaultPolicy::Disable,
+        limits,
+    );
     assert_eq!(fault_kinds(&run), vec!["out-of-fuel"]);
 }
 
@@ -63,7 +92,12 @@ fn memory_growth_past_the_cap_is_a_memory_limit_fault() {
     let dir = tempfile::tempdir().unwrap();
     // 4 GiB in one step, then the same in small steps.
     let one_step = hostile("(drop (memory.grow (i32.const 65535)))");
-    let run = run_with(one_step, dir.path(), FaultPolicy::Disable, Limits::default());
+    let run = run_with(
+        one_step,
+        dir.path(),
+        FaultPolicy::Disable,
+        Limits::default(),
+    );
     assert_eq!(fault_kinds(&run), vec!["memory-limit"]);
     let dir = tempfile::tempdir().unwrap();
     let many = hostile("(loop $l (drop (memory.grow (i32.const 1))) (br $l))");
@@ -90,9 +124,16 @@ fn unreachable_traps_and_restart_brings_the_callback_back_until_the_budget_is_sp
     let result = train(config, &run);
     assert_eq!(result.outcome, "completed");
     let faults = jsonl(&run, "faults.jsonl");
-    let actions: Vec<&str> = faults.iter().map(|f| f["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = faults
+        .iter()
+        .map(|f| f["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, vec!["restarted", "restarted", "disabled"]);
-    assert!(faults.iter().all(|f| f["kind"] == "trap" && f["during"] == "epoch-end"));
+    assert!(
+        faults
+            .iter()
+            .all(|f| f["kind"] == "trap" && f["during"] == "epoch-end")
+    );
     let s = summary(&run);
     assert_eq!(s["callbacks"][0]["restarts"], 2);
     assert_eq!(s["callbacks"][0]["faults"]["trap"], 3);
@@ -102,11 +143,19 @@ fn unreachable_traps_and_restart_brings_the_callback_back_until_the_budget_is_sp
 #[test]
 fn a_critical_callback_that_faults_fails_the_run_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let run = run_with(hostile("unreachable"), dir.path(), FaultPolicy::Abort, Limits::default());
+    let run = run_with(
+        hostile("unreachable"),
+        dir.path(),
+        FaultPolicy::Abort,
+        Limits::default(),
+    );
     let s = summary(&run);
     assert_eq!(s["outcome"], "failed");
     let reason = s["reason"].as_str().unwrap();
-    assert!(reason.contains("hostile") && reason.contains("trap"), "{reason}");
+    assert!(
+        reason.contains("hostile") && reason.contains("trap"),
+        "{reason}"
+    );
     assert_eq!(s["epochs_completed"], 1);
     assert!(run.join("checkpoints/last.safetensors").is_file());
     trainrt::checkpoint::load(&run.join("checkpoints/last.safetensors")).unwrap();
@@ -122,7 +171,10 @@ fn other_callbacks_hear_about_a_fault() {
     config.push_callback("logger");
     train(config, &run);
     let events = jsonl(&run, "events.jsonl");
-    let fault = events.iter().find(|e| e["event"] == "fault").expect("fault event delivered");
+    let fault = events
+        .iter()
+        .find(|e| e["event"] == "fault")
+        .expect("fault event delivered");
     assert_eq!(fault["kind"], "CallbackFault");
     assert!(fault["message"].as_str().unwrap().contains("bad"));
 }
@@ -131,23 +183,48 @@ fn other_callbacks_hear_about_a_fault() {
 fn log_floods_are_cut_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     // Logs a 60000-byte message 1000 times per call.
-    let guest = hostile("(memory.fill (i32.const 4096) (i32.const 97) (i32.const 60000)) (local.set 0 (i32.const 1000)) (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 60000)) (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))");
+    let guest = hostile(
+        "(memory.fill (i32.const 4096) (i32.const 97) (i32.const 60000)) (local.set 0 (i32.const 1000)) (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 60000)) (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))",
+    );
     let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
-    assert!(fault_kinds(&run).is_empty(), "{:?}", jsonl(&run, "faults.jsonl"));
+    assert!(
+        fault_kinds(&run).is_empty(),
+        "{:?}",
+        jsonl(&run, "faults.jsonl")
+    );
     let log = jsonl(&run, "log.jsonl");
-    let kept: usize = log.iter().map(|l| l["message"].as_str().unwrap().len()).sum();
-    assert!(kept <= 2 * Limits::default().log_bytes_per_call + 16, "kept {kept} bytes");
-    assert!(summary(&run)["callbacks"][0]["dropped_log_bytes"].as_u64().unwrap() > 1_000_000);
+    let kept: usize = log
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        kept <= 2 * Limits::default().log_bytes_per_call + 16,
+        "kept {kept} bytes"
+    );
+    assert!(
+        summary(&run)["callbacks"][0]["dropped_log_bytes"]
+            .as_u64()
+            .unwrap()
+            > 1_000_000
+    );
 }
 
 #[test]
 fn a_log_line_that_is_not_utf8_is_invalid_output() {
     let dir = tempfile::tempdir().unwrap();
-    let guest = hostile("(i32.store (i32.const 300) (i32.const 0xffffffff)) (call $log (i32.const 1) (i32.const 300) (i32.const 4))");
+    let guest = hostile(
+        "(i32.store (i32.const 300) (i32.const 0xffffffff)) (call $log (i32.const 1) (i32.const 300) (i32.const 4))",
+    );
     let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
     assert_eq!(fault_kinds(&run), vec!["invalid-output"]);
-    let message = jsonl(&run, "faults.jsonl")[0]["message"].as_str().unwrap().to_string();
-    assert!(message.contains("utf-8") && !message.contains('\n'), "{message}");
+    let message = jsonl(&run, "faults.jsonl")[0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("utf-8") && !message.contains('\n'),
+        "{message}"
+    );
 }
 
 #[test]
@@ -158,16 +235,26 @@ fn init_that_rejects_its_config_or_loops_is_a_clear_start_error() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = reject.write(dir.path(), "picky");
-    let options = vec![CallbackOptions::new(format!("{}:x=1", path.display()).parse().unwrap())];
+    let options = vec![CallbackOptions::new(
+        format!("{}:x=1", path.display()).parse().unwrap(),
+    )];
     match CallbackHost::start(sandbox(), &options) {
         Err(CallbackError::Rejected { name, .. }) => assert_eq!(name, "picky"),
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("init rejection accepted"),
     }
-    let looping = WatGuest::new(&[]).body("init", "(loop $l (br $l))").write(dir.path(), "spinner");
+    let looping = WatGuest::new(&[])
+        .body("init", "(loop $l (br $l))")
+        .write(dir.path(), "spinner");
     let mut opts = CallbackOptions::new(looping.to_str().unwrap().parse().unwrap());
     opts.limits.fuel_per_call = u64::MAX / 4;
     opts.limits.init_timeout = Duration::from_millis(20);
-    let err = CallbackHost::start(sandbox(), &[opts]).err().expect("looping init fails").to_string();
-    assert!(err.contains("spinner") && err.contains("init") && err.contains("timeout"), "{err}");
+    let err = CallbackHost::start(sandbox(), &[opts])
+        .err()
+        .expect("looping init fails")
+        .to_string();
+    assert!(
+        err.contains("spinner") && err.contains("init") && err.contains("timeout"),
+        "{err}"
+    );
 }

@@ -18,11 +18,21 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
     assert_eq!(metrics.len(), 30);
     for (i, m) in metrics.iter().enumerate() {
         assert_eq!(m["epoch"], i as u64);
-        for key in ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"] {
+        for key in [
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "lr",
+            "grad_norm",
+        ] {
             assert!(m[key].is_number(), "epoch {i} lacks {key}: {m}");
         }
     }
-    let best = metrics.iter().map(|m| m["val_accuracy"].as_f64().unwrap()).fold(0.0, f64::max);
+    let best = metrics
+        .iter()
+        .map(|m| m["val_accuracy"].as_f64().unwrap())
+        .fold(0.0, f64::max);
     assert!(best >= 0.95, "best validation accuracy {best}");
 
     // events.jsonl holds exactly what was delivered: logger wants train-start, epoch-end,
@@ -30,10 +40,20 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
     let events = jsonl(dir.path(), "events.jsonl");
     assert_eq!(events.first().unwrap()["event"], "train-start");
     assert_eq!(events.last().unwrap()["event"], "train-end");
-    assert_eq!(events.iter().filter(|e| e["event"] == "epoch-end").count(), 30);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "epoch-end").count(),
+        30
+    );
     let batches = events.iter().filter(|e| e["event"] == "batch-end").count();
     assert_eq!(batches as u64, result.steps);
-    assert_eq!(events.iter().filter(|e| e["event"] == "epoch-start").count(), 0, "nobody subscribed to epoch-start");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "epoch-start")
+            .count(),
+        0,
+        "nobody subscribed to epoch-start"
+    );
 
     let s = summary(dir.path());
     assert_eq!(s["outcome"], "completed");
@@ -43,7 +63,11 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
     assert!(logger["calls"].as_u64().unwrap() >= 31);
     assert!(dir.path().join("checkpoints/last.safetensors").is_file());
     let log = jsonl(dir.path(), "log.jsonl");
-    assert!(log.iter().any(|l| l["callback"] == "logger" && l["message"].as_str().unwrap().contains("val_accuracy")), "logger logged epochs");
+    assert!(
+        log.iter().any(|l| l["callback"] == "logger"
+            && l["message"].as_str().unwrap().contains("val_accuracy")),
+        "logger logged epochs"
+    );
 }
 
 #[test]
@@ -54,7 +78,10 @@ fn a_logger_leaves_weights_bitwise_identical() {
     let mut config = quick_config(4);
     config.push_callback("logger:every_n_batches=5");
     train(config, logged.path());
-    assert_eq!(weights(plain.path(), "last"), weights(logged.path(), "last"));
+    assert_eq!(
+        weights(plain.path(), "last"),
+        weights(logged.path(), "last")
+    );
 }
 
 #[test]
@@ -64,7 +91,13 @@ fn same_seed_same_weights_other_seed_other_weights() {
     let c = tempfile::tempdir().unwrap();
     train(quick_config(2), a.path());
     train(quick_config(2), b.path());
-    train(trainrt::TrainConfig { seed: 7, ..quick_config(2) }, c.path());
+    train(
+        trainrt::TrainConfig {
+            seed: 7,
+            ..quick_config(2)
+        },
+        c.path(),
+    );
     assert_eq!(weights(a.path(), "last"), weights(b.path(), "last"));
     assert_ne!(weights(a.path(), "last"), weights(c.path(), "last"));
 }
@@ -72,7 +105,12 @@ fn same_seed_same_weights_other_seed_other_weights() {
 #[test]
 fn adamw_and_cnn_train_too() {
     let dir = tempfile::tempdir().unwrap();
-    let config = trainrt::TrainConfig { model: "cnn".into(), optimizer: "adamw".into(), lr: 0.003, ..quick_config(3) };
+    let config = trainrt::TrainConfig {
+        model: "cnn".into(),
+        optimizer: "adamw".into(),
+        lr: 0.003,
+        ..quick_config(3)
+    };
     let result = train(config, dir.path());
     assert_eq!(result.outcome, "completed");
     let last = jsonl(dir.path(), "metrics.jsonl").pop().unwrap();

@@ -10,12 +10,18 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// The component bytes of a bundled callback, if `name` is one.
 pub fn component(name: &str) -> Option<&'static [u8]> {
-    BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    BUNDLED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }
 
 /// Writes every bundled callback to `dir` as `<name>.wasm`, creating `dir` if needed.
-pub fn export_all(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, crate::rundir::RunDirError> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::rundir::RunDirError::io("cannot create directory", dir, e))?;
+pub fn export_all(
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, crate::rundir::RunDirError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| crate::rundir::RunDirError::io("cannot create directory", dir, e))?;
     BUNDLED
         .iter()
         .map(|(name, bytes)| {
@@ -31,11 +37,25 @@ mod tests {
     #[test]
     fn all_six_callbacks_are_bundled_as_components() {
         let names: Vec<_> = super::names().collect();
-        assert_eq!(names, ["logger", "early-stopping", "model-checkpoint", "lr-schedule", "reduce-lr-on-plateau", "terminate-on-nan"]);
+        assert_eq!(
+            names,
+            [
+                "logger",
+                "early-stopping",
+                "model-checkpoint",
+                "lr-schedule",
+                "reduce-lr-on-plateau",
+                "terminate-on-nan"
+            ]
+        );
         for name in names {
             let bytes = super::component(name).unwrap();
             // A component's preamble: magic, then version 0x0d and layer 1.
-            assert_eq!(&bytes[..8], b"\0asm\x0d\x00\x01\x00", "{name} is not a component");
+            assert_eq!(
+                &bytes[..8],
+                b"\0asm\x0d\x00\x01\x00",
+                "{name} is not a component"
+            );
         }
     }
 }

@@ -73,7 +73,10 @@ impl std::str::FromStr for CallbackSpec {
     type Err = CallbackError;
 
     fn from_str(spec: &str) -> Result<Self, CallbackError> {
-        let invalid = |message: String| CallbackError::InvalidSpec { spec: spec.to_string(), message };
+        let invalid = |message: String| CallbackError::InvalidSpec {
+            spec: spec.to_string(),
+            message,
+        };
         // A path may contain ':' itself; parameters start after the `.wasm` extension.
         let (source, params) = match spec.find(".wasm:") {
             Some(i) => (&spec[..i + 5], Some(&spec[i + 6..])),
@@ -104,7 +107,10 @@ impl std::str::FromStr for CallbackSpec {
             }
             parsed.push((k.to_string(), v.trim().to_string()));
         }
-        Ok(Self { source: source.to_string(), params: parsed })
+        Ok(Self {
+            source: source.to_string(),
+            params: parsed,
+        })
     }
 }
 
@@ -122,7 +128,10 @@ impl CallbackSpec {
     /// The callback's display name: the bundled name or the file's stem.
     pub fn name(&self) -> String {
         if self.source.ends_with(".wasm") {
-            Path::new(&self.source).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            Path::new(&self.source)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
         } else {
             self.source.clone()
         }
@@ -134,7 +143,10 @@ impl CallbackSpec {
             return Ok(bytes.to_vec());
         }
         let path = PathBuf::from(&self.source);
-        let meta = std::fs::metadata(&path).map_err(|source| CallbackError::Read { path: path.clone(), source })?;
+        let meta = std::fs::metadata(&path).map_err(|source| CallbackError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if meta.len() > limits.max_component_bytes as u64 {
             return Err(SandboxError::InvalidComponent {
                 name: self.name(),
@@ -164,19 +176,31 @@ impl CompiledCallback {
     /// the sandbox can serve.
     pub fn new(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Result<Self, SandboxError> {
         let component = crate::inspect::compile(sandbox, name, bytes)?;
-        let invalid = |message: String| SandboxError::InvalidComponent { name: name.to_string(), message };
+        let invalid = |message: String| SandboxError::InvalidComponent {
+            name: name.to_string(),
+            message,
+        };
         let instance_pre = sandbox
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("cannot link: {}", crate::sandbox::describe(&e))))?;
         let pre = CallbackWorldPre::new(instance_pre).map_err(|e| {
-            invalid(format!("does not export the callback interface {}: {}", crate::contract::EXPORT_INTERFACE, crate::sandbox::describe(&e)))
+            invalid(format!(
+                "does not export the callback interface {}: {}",
+                crate::contract::EXPORT_INTERFACE,
+                crate::sandbox::describe(&e)
+            ))
         })?;
         let uses_stdio = component
             .component_type()
             .imports(sandbox.engine())
             .any(|(n, _)| n.starts_with("wasi:cli/stdout") || n.starts_with("wasi:cli/stderr"));
-        Ok(Self { name: name.to_string(), component, pre, uses_stdio })
+        Ok(Self {
+            name: name.to_string(),
+            component,
+            pre,
+            uses_stdio,
+        })
     }
 
     /// The callback's name.
@@ -207,7 +231,10 @@ impl std::fmt::Display for Fault {
 
 impl Fault {
     pub(crate) fn new(kind: FaultKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -244,13 +271,23 @@ impl CallbackInstance {
         limits: &Limits,
     ) -> Result<Self, CallbackError> {
         let name = compiled.name.clone();
-        let start_fault = |during, fault| CallbackError::StartFault { name: name.clone(), during, fault };
+        let start_fault = |during, fault| CallbackError::StartFault {
+            name: name.clone(),
+            during,
+            fault,
+        };
         let mut store = sandbox.new_store(limits);
         store.data_mut().capture_stdio = compiled.uses_stdio;
         sandbox.arm(&mut store, limits.init_timeout, limits.fuel_per_call);
-        let bindings = guard(|| compiled.pre.instantiate(&mut store)).map_err(|f| start_fault("instantiation", f))?;
-        let config: Vec<ConfigEntry> =
-            params.iter().map(|(k, v)| ConfigEntry { key: k.clone(), value: v.clone() }).collect();
+        let bindings = guard(|| compiled.pre.instantiate(&mut store))
+            .map_err(|f| start_fault("instantiation", f))?;
+        let config: Vec<ConfigEntry> = params
+            .iter()
+            .map(|(k, v)| ConfigEntry {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
         let mut this = Self {
             compiled: compiled.clone(),
             config,
@@ -263,12 +300,17 @@ impl CallbackInstance {
         let config = this.config.clone();
         let timeout = this.limits.init_timeout;
         let registration = this
-            .call(sandbox, timeout, |b, s| b.trainrt_callbacks_callback().call_init(s, &config))
+            .call(sandbox, timeout, |b, s| {
+                b.trainrt_callbacks_callback().call_init(s, &config)
+            })
             .map_err(|f| start_fault("init", f))?;
         match registration {
             Ok(r) => this.subscriptions = Subscriptions::new(&r.events, r.batch_every),
             Err(message) => {
-                return Err(CallbackError::Rejected { name: compiled.name.clone(), message: crate::sandbox::printable(&message, 1024) });
+                return Err(CallbackError::Rejected {
+                    name: compiled.name.clone(),
+                    message: crate::sandbox::printable(&message, 1024),
+                });
             }
         }
         Ok(this)
@@ -296,7 +338,10 @@ impl CallbackInstance {
 
     /// The parameters the callback was started with.
     pub fn params(&self) -> Vec<(String, String)> {
-        self.config.iter().map(|c| (c.key.clone(), c.value.clone())).collect()
+        self.config
+            .iter()
+            .map(|c| (c.key.clone(), c.value.clone()))
+            .collect()
     }
 
     /// Delivers one event (the caller has checked the subscription) and returns its decisions.
@@ -320,7 +365,11 @@ impl CallbackInstance {
         if decisions.len() > self.limits.max_decisions_per_call {
             return Err(Fault::new(
                 FaultKind::InvalidDecision,
-                format!("returned {} decisions in one call (limit {})", decisions.len(), self.limits.max_decisions_per_call),
+                format!(
+                    "returned {} decisions in one call (limit {})",
+                    decisions.len(),
+                    self.limits.max_decisions_per_call
+                ),
             ));
         }
         self.stats.decisions += decisions.len() as u64;
@@ -330,11 +379,17 @@ impl CallbackInstance {
     /// The callback's state snapshot, size-checked.
     pub fn snapshot(&mut self, sandbox: &Sandbox) -> Result<Vec<u8>, Fault> {
         let timeout = self.limits.call_timeout;
-        let state = self.call(sandbox, timeout, |b, s| b.trainrt_callbacks_callback().call_snapshot_state(s))?;
+        let state = self.call(sandbox, timeout, |b, s| {
+            b.trainrt_callbacks_callback().call_snapshot_state(s)
+        })?;
         if state.len() > self.limits.max_state_bytes {
             return Err(Fault::new(
                 FaultKind::InvalidOutput,
-                format!("state snapshot of {} bytes exceeds the limit of {} bytes", state.len(), self.limits.max_state_bytes),
+                format!(
+                    "state snapshot of {} bytes exceeds the limit of {} bytes",
+                    state.len(),
+                    self.limits.max_state_bytes
+                ),
             ));
         }
         Ok(state)
@@ -343,11 +398,16 @@ impl CallbackInstance {
     /// Restores a state snapshot taken earlier (on resume, or after a restart).
     pub fn restore(&mut self, sandbox: &Sandbox, state: &[u8]) -> Result<(), Fault> {
         let timeout = self.limits.init_timeout;
-        match self.call(sandbox, timeout, |b, s| b.trainrt_callbacks_callback().call_restore_state(s, state))? {
+        match self.call(sandbox, timeout, |b, s| {
+            b.trainrt_callbacks_callback().call_restore_state(s, state)
+        })? {
             Ok(()) => Ok(()),
             Err(message) => Err(Fault::new(
                 FaultKind::InvalidOutput,
-                format!("rejected its saved state: {}", crate::sandbox::printable(&message, 1024)),
+                format!(
+                    "rejected its saved state: {}",
+                    crate::sandbox::printable(&message, 1024)
+                ),
             )),
         }
     }
@@ -376,7 +436,8 @@ impl CallbackInstance {
         let (bindings, store) = (&self.bindings, &mut self.store);
         let result = guard(|| f(bindings, store));
         self.stats.calls += 1;
-        self.stats.total_time_us += u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.total_time_us +=
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.fuel_used += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         result
     }
@@ -394,7 +455,10 @@ fn guard<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> Result<R, Fault> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Fault::new(FaultKind::HostError, format!("host panicked while serving the callback: {what}")))
+            Err(Fault::new(
+                FaultKind::HostError,
+                format!("host panicked while serving the callback: {what}"),
+            ))
         }
     }
 }
@@ -405,9 +469,17 @@ mod tests {
 
     #[test]
     fn parses_bundled_names_and_paths_with_params() {
-        let s: CallbackSpec = "early-stopping:patience=3,monitor=val_loss".parse().unwrap();
+        let s: CallbackSpec = "early-stopping:patience=3,monitor=val_loss"
+            .parse()
+            .unwrap();
         assert_eq!(s.source, "early-stopping");
-        assert_eq!(s.params, vec![("patience".into(), "3".into()), ("monitor".into(), "val_loss".into())]);
+        assert_eq!(
+            s.params,
+            vec![
+                ("patience".into(), "3".into()),
+                ("monitor".into(), "val_loss".into())
+            ]
+        );
         let s: CallbackSpec = "dir:with:colons/my.wasm:a=1".parse().unwrap();
         assert_eq!(s.source, "dir:with:colons/my.wasm");
         assert_eq!(s.params, vec![("a".into(), "1".into())]);
@@ -420,8 +492,14 @@ mod tests {
     #[test]
     fn rejects_bad_specs_with_reasons() {
         let e = "nope".parse::<CallbackSpec>().unwrap_err().to_string();
-        assert!(e.contains("neither a bundled callback") && e.contains("early-stopping"), "{e}");
-        let e = "logger:verbose".parse::<CallbackSpec>().unwrap_err().to_string();
+        assert!(
+            e.contains("neither a bundled callback") && e.contains("early-stopping"),
+            "{e}"
+        );
+        let e = "logger:verbose"
+            .parse::<CallbackSpec>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not key=value"), "{e}");
         let e = ":a=1".parse::<CallbackSpec>().unwrap_err().to_string();
         assert!(e.contains("missing callback name"), "{e}");

@@ -120,15 +120,32 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a TOML config file; settings it leaves out keep their defaults.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks every setting, so a typo fails now with a clear message rather than mid-run.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return invalid("name", format!("'{}' must be non-empty and use only [A-Za-z0-9_.-]", self.name));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return invalid(
+                "name",
+                format!(
+                    "'{}' must be non-empty and use only [A-Za-z0-9_.-]",
+                    self.name
+                ),
+            );
         }
         if self.epochs == 0 {
             return invalid("epochs", "must be at least 1".into());
@@ -140,21 +157,46 @@ impl TrainConfig {
             return invalid("lr", format!("{} is not a finite number > 0", self.lr));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return invalid("val-fraction", format!("{} must be in [0, 1)", self.val_fraction));
+            return invalid(
+                "val-fraction",
+                format!("{} must be in [0, 1)", self.val_fraction),
+            );
         }
         if self.checkpoint_every == 0 {
             return invalid("checkpoint-every", "must be at least 1".into());
         }
         let p = &self.decisions;
         if !(p.min_lr > 0.0 && p.min_lr <= p.max_lr && p.max_lr.is_finite()) {
-            return invalid("decisions", format!("need 0 < min_lr <= max_lr < inf, got [{}, {}]", p.min_lr, p.max_lr));
+            return invalid(
+                "decisions",
+                format!(
+                    "need 0 < min_lr <= max_lr < inf, got [{}, {}]",
+                    p.min_lr, p.max_lr
+                ),
+            );
         }
-        self.model.parse::<crate::model::ModelSpec>().map_err(|e| ConfigError::Invalid { field: "model", message: e.to_string() })?;
-        self.data.parse::<crate::data::DataSpec>().map_err(|e| ConfigError::Invalid { field: "data", message: e.to_string() })?;
-        crate::device::parse(&self.device).map_err(|message| ConfigError::Invalid { field: "device", message })?;
+        self.model
+            .parse::<crate::model::ModelSpec>()
+            .map_err(|e| ConfigError::Invalid {
+                field: "model",
+                message: e.to_string(),
+            })?;
+        self.data
+            .parse::<crate::data::DataSpec>()
+            .map_err(|e| ConfigError::Invalid {
+                field: "data",
+                message: e.to_string(),
+            })?;
+        crate::device::parse(&self.device).map_err(|message| ConfigError::Invalid {
+            field: "device",
+            message,
+        })?;
         self.optimizer
             .parse::<crate::optim::OptimizerSpec>()
-            .map_err(|e| ConfigError::Invalid { field: "optimizer", message: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid {
+                field: "optimizer",
+                message: e.to_string(),
+            })?;
         self.callback_options()?;
         Ok(())
     }
@@ -165,8 +207,18 @@ impl TrainConfig {
             .iter()
             .map(|c| {
                 let spec: CallbackSpec =
-                    c.spec.parse().map_err(|e: crate::callback::CallbackError| ConfigError::Invalid { field: "callback", message: e.to_string() })?;
-                Ok(CallbackOptions { spec, limits: c.limits.clone(), on_fault: c.on_fault, max_restarts: c.max_restarts })
+                    c.spec
+                        .parse()
+                        .map_err(|e: crate::callback::CallbackError| ConfigError::Invalid {
+                            field: "callback",
+                            message: e.to_string(),
+                        })?;
+                Ok(CallbackOptions {
+                    spec,
+                    limits: c.limits.clone(),
+                    on_fault: c.on_fault,
+                    max_restarts: c.max_restarts,
+                })
             })
             .collect()
     }
@@ -198,8 +250,14 @@ mod tests {
         let c = TrainConfig::from_toml_file(&path).unwrap();
         assert_eq!((c.epochs, c.lr, c.batch_size), (5, 0.01, 32));
         assert_eq!(c.callbacks[0].on_fault, FaultPolicy::Abort);
-        assert_eq!(c.callbacks[0].limits.call_timeout, std::time::Duration::from_millis(50));
-        assert_eq!(c.callbacks[0].limits.memory_bytes, Limits::default().memory_bytes);
+        assert_eq!(
+            c.callbacks[0].limits.call_timeout,
+            std::time::Duration::from_millis(50)
+        );
+        assert_eq!(
+            c.callbacks[0].limits.memory_bytes,
+            Limits::default().memory_bytes
+        );
         c.validate().unwrap();
 
         std::fs::write(&path, "epochz = 5\n").unwrap();

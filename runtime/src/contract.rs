@@ -13,10 +13,10 @@ mod generated {
 
 /// The host's imports, implemented by the sandbox.
 pub(crate) use generated::trainrt::callbacks::host::Host as HostImports;
-/// The (function-less) shared types interface, which the linker still wants implemented.
-pub(crate) use generated::trainrt::callbacks::types::Host as TypesImports;
 /// Log severity of the `log` host import.
 pub use generated::trainrt::callbacks::host::Level;
+/// The (function-less) shared types interface, which the linker still wants implemented.
+pub(crate) use generated::trainrt::callbacks::types::Host as TypesImports;
 /// Bindings of an instantiated callback, and the pre-linked form used to instantiate it fast.
 pub(crate) use generated::{CallbackWorld, CallbackWorldPre};
 

@@ -18,7 +18,15 @@ use crate::sandbox::printable;
 /// The tag of the trainer's own checkpoint, written at every epoch end and at the end of training.
 pub const LAST_TAG: &str = "last";
 /// Names the trainer itself records in `metrics.jsonl`; a custom metric may not reuse them.
-pub const BUILTIN_METRICS: [&str; 7] = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"];
+pub const BUILTIN_METRICS: [&str; 7] = [
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "grad_norm",
+];
 
 /// Operator bounds on what callbacks may ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +42,10 @@ impl Default for DecisionPolicy {
     /// Learning rates in `[1e-12, 100]`: wide enough for any sane schedule, and excludes the
     /// absurd values (zero, negative, huge) that would silently wreck a run.
     fn default() -> Self {
-        Self { min_lr: 1e-12, max_lr: 100.0 }
+        Self {
+            min_lr: 1e-12,
+            max_lr: 100.0,
+        }
     }
 }
 
@@ -125,7 +136,11 @@ impl DecisionSet {
             reason: None,
         };
         fn attributed<T>(callback: &str, value: T, record: usize) -> Attributed<T> {
-            Attributed { callback: callback.to_string(), value, record }
+            Attributed {
+                callback: callback.to_string(),
+                value,
+                record,
+            }
         }
         match validate(decision, policy, known_tags) {
             Err(reason) => {
@@ -187,16 +202,23 @@ impl DecisionSet {
 
 /// Checks one decision against the contract and the operator's policy, returning it cleaned
 /// (reasons made printable) or why it is rejected.
-pub fn validate(decision: Decision, policy: &DecisionPolicy, known_tags: &BTreeSet<String>) -> Result<Decision, String> {
+pub fn validate(
+    decision: Decision,
+    policy: &DecisionPolicy,
+    known_tags: &BTreeSet<String>,
+) -> Result<Decision, String> {
     let own_tag = |tag: &str| -> Result<(), String> {
-        validate_tag(tag).map_err(|e| format!("invalid checkpoint tag {:?}: {e}", printable(tag, 80)))
+        validate_tag(tag)
+            .map_err(|e| format!("invalid checkpoint tag {:?}: {e}", printable(tag, 80)))
     };
     match decision {
         Decision::StopTraining(reason) => Ok(Decision::StopTraining(printable(&reason, 512))),
         Decision::SaveCheckpoint(tag) => {
             own_tag(&tag)?;
             if tag == LAST_TAG {
-                return Err(format!("checkpoint tag '{LAST_TAG}' is reserved for the trainer's own checkpoint"));
+                return Err(format!(
+                    "checkpoint tag '{LAST_TAG}' is reserved for the trainer's own checkpoint"
+                ));
             }
             Ok(Decision::SaveCheckpoint(tag))
         }
@@ -212,14 +234,19 @@ pub fn validate(decision: Decision, policy: &DecisionPolicy, known_tags: &BTreeS
                 return Err(format!("learning rate {lr} is not a finite number > 0"));
             }
             if lr < policy.min_lr || lr > policy.max_lr {
-                return Err(format!("learning rate {lr} is outside the allowed range [{}, {}]", policy.min_lr, policy.max_lr));
+                return Err(format!(
+                    "learning rate {lr} is outside the allowed range [{}, {}]",
+                    policy.min_lr, policy.max_lr
+                ));
             }
             Ok(Decision::SetLearningRate(lr))
         }
         Decision::LogMetric(m) => {
             let ok_name = !m.name.is_empty()
                 && m.name.len() <= 64
-                && m.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
+                && m.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
             if !ok_name {
                 return Err(format!(
                     "metric name {:?} must be 1-64 characters from [A-Za-z0-9_.-/]",
@@ -227,10 +254,16 @@ pub fn validate(decision: Decision, policy: &DecisionPolicy, known_tags: &BTreeS
                 ));
             }
             if BUILTIN_METRICS.contains(&m.name.as_str()) {
-                return Err(format!("metric name '{}' is recorded by the trainer itself", m.name));
+                return Err(format!(
+                    "metric name '{}' is recorded by the trainer itself",
+                    m.name
+                ));
             }
             if !m.value.is_finite() {
-                return Err(format!("metric {} has a non-finite value {}", m.name, m.value));
+                return Err(format!(
+                    "metric {} has a non-finite value {}",
+                    m.name, m.value
+                ));
             }
             Ok(Decision::LogMetric(m))
         }
@@ -247,9 +280,13 @@ pub fn decision_json(decision: &Decision) -> Value {
         Decision::EndEpoch => json!({"kind": "end-epoch"}),
         Decision::SaveCheckpoint(t) => json!({"kind": "save-checkpoint", "tag": printable(t, 80)}),
         Decision::SetLearningRate(lr) => json!({"kind": "set-learning-rate", "lr": num(*lr)}),
-        Decision::RestoreCheckpoint(t) => json!({"kind": "restore-checkpoint", "tag": printable(t, 80)}),
+        Decision::RestoreCheckpoint(t) => {
+            json!({"kind": "restore-checkpoint", "tag": printable(t, 80)})
+        }
         Decision::ValidateNow => json!({"kind": "validate-now"}),
-        Decision::LogMetric(m) => json!({"kind": "log-metric", "name": printable(&m.name, 80), "value": num(m.value)}),
+        Decision::LogMetric(m) => {
+            json!({"kind": "log-metric", "name": printable(&m.name, 80), "value": num(m.value)})
+        }
     }
 }
 
@@ -262,14 +299,25 @@ mod tests {
         let mut set = DecisionSet::default();
         let tags: BTreeSet<String> = ["best".to_string()].into();
         for (cb, d) in decisions {
-            set.add(cb, EventKind::EpochEnd, 3, 30, d.clone(), &DecisionPolicy::default(), &tags);
+            set.add(
+                cb,
+                EventKind::EpochEnd,
+                3,
+                30,
+                d.clone(),
+                &DecisionPolicy::default(),
+                &tags,
+            );
         }
         set
     }
 
     #[test]
     fn later_learning_rate_wins_and_the_override_is_recorded() {
-        let set = set_with(&[("a", Decision::SetLearningRate(0.1)), ("b", Decision::SetLearningRate(0.01))]);
+        let set = set_with(&[
+            ("a", Decision::SetLearningRate(0.1)),
+            ("b", Decision::SetLearningRate(0.01)),
+        ]);
         let lr = set.lr.as_ref().unwrap();
         assert_eq!((lr.callback.as_str(), lr.value), ("b", 0.01));
         assert_eq!(set.records()[0].status, Status::Overridden);
@@ -279,7 +327,10 @@ mod tests {
 
     #[test]
     fn first_stop_reason_is_kept() {
-        let set = set_with(&[("a", Decision::StopTraining("first".into())), ("b", Decision::StopTraining("second".into()))]);
+        let set = set_with(&[
+            ("a", Decision::StopTraining("first".into())),
+            ("b", Decision::StopTraining("second".into())),
+        ]);
         assert_eq!(set.stop.unwrap().value, "first");
     }
 
@@ -290,19 +341,52 @@ mod tests {
             (Decision::SetLearningRate(-1.0), "not a finite number > 0"),
             (Decision::SetLearningRate(f64::INFINITY), "not a finite"),
             (Decision::SetLearningRate(1e9), "outside the allowed range"),
-            (Decision::SaveCheckpoint("../../etc/passwd".into()), "invalid checkpoint tag"),
+            (
+                Decision::SaveCheckpoint("../../etc/passwd".into()),
+                "invalid checkpoint tag",
+            ),
             (Decision::SaveCheckpoint("last".into()), "reserved"),
-            (Decision::RestoreCheckpoint("nope".into()), "no checkpoint tagged 'nope'"),
-            (Decision::LogMetric(Metric { name: "loss".into(), value: 1.0 }), "recorded by the trainer"),
-            (Decision::LogMetric(Metric { name: "x y".into(), value: 1.0 }), "must be 1-64"),
-            (Decision::LogMetric(Metric { name: "x".into(), value: f64::NAN }), "non-finite"),
+            (
+                Decision::RestoreCheckpoint("nope".into()),
+                "no checkpoint tagged 'nope'",
+            ),
+            (
+                Decision::LogMetric(Metric {
+                    name: "loss".into(),
+                    value: 1.0,
+                }),
+                "recorded by the trainer",
+            ),
+            (
+                Decision::LogMetric(Metric {
+                    name: "x y".into(),
+                    value: 1.0,
+                }),
+                "must be 1-64",
+            ),
+            (
+                Decision::LogMetric(Metric {
+                    name: "x".into(),
+                    value: f64::NAN,
+                }),
+                "non-finite",
+            ),
         ];
         for (d, why) in cases {
             let set = set_with(&[("cb", d.clone())]);
             let r = &set.records()[0];
             assert_eq!(r.status, Status::Rejected, "{d:?}");
-            assert!(r.reason.as_deref().unwrap_or("").contains(why), "{d:?}: {:?}", r.reason);
-            assert!(set.lr.is_none() && set.saves.is_empty() && set.restore.is_none() && set.metrics.is_empty());
+            assert!(
+                r.reason.as_deref().unwrap_or("").contains(why),
+                "{d:?}: {:?}",
+                r.reason
+            );
+            assert!(
+                set.lr.is_none()
+                    && set.saves.is_empty()
+                    && set.restore.is_none()
+                    && set.metrics.is_empty()
+            );
         }
     }
 
@@ -310,7 +394,13 @@ mod tests {
     fn restore_of_known_tag_and_custom_metrics_pass() {
         let set = set_with(&[
             ("a", Decision::RestoreCheckpoint("best".into())),
-            ("a", Decision::LogMetric(Metric { name: "wait".into(), value: 2.0 })),
+            (
+                "a",
+                Decision::LogMetric(Metric {
+                    name: "wait".into(),
+                    value: 2.0,
+                }),
+            ),
             ("a", Decision::SaveCheckpoint("epoch-0003".into())),
             ("b", Decision::SaveCheckpoint("epoch-0003".into())),
         ]);

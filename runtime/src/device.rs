@@ -19,7 +19,11 @@ pub fn parse(s: &str) -> Result<DeviceSpec, String> {
         "cuda" => DeviceSpec::Cuda(0),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => DeviceSpec::Cuda(n),
-            _ => return Err(format!("'{s}' is not a device: expected cpu, cuda or cuda:N")),
+            _ => {
+                return Err(format!(
+                    "'{s}' is not a device: expected cpu, cuda or cuda:N"
+                ));
+            }
         },
     };
     if matches!(spec, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
@@ -46,7 +50,11 @@ mod tests {
     #[test]
     fn parses_devices() {
         assert_eq!(parse("cpu"), Ok(DeviceSpec::Cpu));
-        assert!(parse("gpu").unwrap_err().contains("expected cpu, cuda or cuda:N"));
+        assert!(
+            parse("gpu")
+                .unwrap_err()
+                .contains("expected cpu, cuda or cuda:N")
+        );
         assert!(parse("cuda:x").is_err());
         #[cfg(not(feature = "cuda"))]
         assert!(parse("cuda:1").unwrap_err().contains("--features cuda"));

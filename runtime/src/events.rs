@@ -158,7 +158,9 @@ pub mod float {
                 "NaN" | "nan" => Ok(f64::NAN),
                 "inf" | "+inf" | "Infinity" => Ok(f64::INFINITY),
                 "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
-                other => Err(E::custom(format!("expected a number, \"NaN\", \"inf\" or \"-inf\", found \"{other}\""))),
+                other => Err(E::custom(format!(
+                    "expected a number, \"NaN\", \"inf\" or \"-inf\", found \"{other}\""
+                ))),
             },
         }
     }
@@ -185,7 +187,10 @@ pub mod float {
 
         /// Deserializes a list of floats.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-            Vec::<Repr>::deserialize(d)?.into_iter().map(from_repr).collect()
+            Vec::<Repr>::deserialize(d)?
+                .into_iter()
+                .map(from_repr)
+                .collect()
         }
     }
 }
@@ -230,7 +235,10 @@ impl Subscriptions {
     /// Builds the filter from a callback's registration.
     pub fn new(kinds: &[EventKind], batch_every: u32) -> Self {
         let bits = kinds.iter().fold(0u16, |acc, k| acc | bit(*k));
-        Self { bits, batch_every: batch_every.max(1) }
+        Self {
+            bits,
+            batch_every: batch_every.max(1),
+        }
     }
 
     /// Whether the callback asked for this kind of event at all.
@@ -256,7 +264,10 @@ impl Subscriptions {
 
     /// The subscribed kinds, in lifecycle order.
     pub fn kinds(&self) -> Vec<EventKind> {
-        ALL_KINDS.into_iter().filter(|k| self.wants_kind(*k)).collect()
+        ALL_KINDS
+            .into_iter()
+            .filter(|k| self.wants_kind(*k))
+            .collect()
     }
 
     /// Deliver per-batch events every this many steps.
@@ -314,13 +325,24 @@ mod tests {
             grad_norm: f64::INFINITY,
         });
         let line = serde_json::to_string(&e).unwrap();
-        let Event::BatchEnd(m) = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
+        let Event::BatchEnd(m) = serde_json::from_str(&line).unwrap() else {
+            panic!("{line}")
+        };
         assert!(m.loss.is_nan() && m.grad_norm == f64::INFINITY, "{line}");
-        let e = Event::EpochEnd(EpochMetrics { epoch: 0, step: 5, values: vec![1.5, f64::NAN, f64::NEG_INFINITY] });
+        let e = Event::EpochEnd(EpochMetrics {
+            epoch: 0,
+            step: 5,
+            values: vec![1.5, f64::NAN, f64::NEG_INFINITY],
+        });
         let line = serde_json::to_string(&e).unwrap();
-        let Event::EpochEnd(m) = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
+        let Event::EpochEnd(m) = serde_json::from_str(&line).unwrap() else {
+            panic!("{line}")
+        };
         assert_eq!(m.values[0], 1.5);
-        assert!(m.values[1].is_nan() && m.values[2] == f64::NEG_INFINITY, "{line}");
+        assert!(
+            m.values[1].is_nan() && m.values[2] == f64::NEG_INFINITY,
+            "{line}"
+        );
     }
 
     #[test]

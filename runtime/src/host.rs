@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::callback::{CallStats, CallbackError, CallbackInstance, CallbackSpec, CompiledCallback, Fault};
+use crate::callback::{
+    CallStats, CallbackError, CallbackInstance, CallbackSpec, CompiledCallback, Fault,
+};
 use crate::contract::{Decision, EventKind, RunInfo};
 use crate::events::{Event, kind_name};
 use crate::sandbox::{FaultKind, Limits, LogLine, Sandbox};
@@ -32,7 +34,9 @@ impl std::str::FromStr for FaultPolicy {
             "restart" => Ok(Self::Restart),
             "disable" => Ok(Self::Disable),
             "abort" => Ok(Self::Abort),
-            other => Err(format!("unknown fault policy '{other}': expected restart, disable or abort")),
+            other => Err(format!(
+                "unknown fault policy '{other}': expected restart, disable or abort"
+            )),
         }
     }
 }
@@ -53,7 +57,12 @@ pub struct CallbackOptions {
 impl CallbackOptions {
     /// Default limits, `restart` on fault, at most 3 restarts.
     pub fn new(spec: CallbackSpec) -> Self {
-        Self { spec, limits: Limits::default(), on_fault: FaultPolicy::Restart, max_restarts: 3 }
+        Self {
+            spec,
+            limits: Limits::default(),
+            on_fault: FaultPolicy::Restart,
+            max_restarts: 3,
+        }
     }
 }
 
@@ -132,13 +141,23 @@ pub struct CallbackHost {
 impl CallbackHost {
     /// Loads, compiles and starts every callback (running each one's `init`). Names are made
     /// unique (`logger`, `logger#2`) so logs and decisions say which one spoke.
-    pub fn start(sandbox: Arc<Sandbox>, callbacks: &[CallbackOptions]) -> Result<Self, CallbackError> {
+    pub fn start(
+        sandbox: Arc<Sandbox>,
+        callbacks: &[CallbackOptions],
+    ) -> Result<Self, CallbackError> {
         let mut slots: Vec<Slot> = Vec::with_capacity(callbacks.len());
         let mut compiled_cache: BTreeMap<String, Arc<CompiledCallback>> = BTreeMap::new();
         for options in callbacks {
             let base = options.spec.name();
-            let same = slots.iter().filter(|s| s.options.spec.name() == base).count();
-            let name = if same == 0 { base.clone() } else { format!("{base}#{}", same + 1) };
+            let same = slots
+                .iter()
+                .filter(|s| s.options.spec.name() == base)
+                .count();
+            let name = if same == 0 {
+                base.clone()
+            } else {
+                format!("{base}#{}", same + 1)
+            };
             let compiled = match compiled_cache.get(&options.spec.source) {
                 Some(c) => c.clone(),
                 None => {
@@ -148,8 +167,13 @@ impl CallbackHost {
                     c
                 }
             };
-            let instance = CallbackInstance::start(&sandbox, compiled.clone(), &options.spec.params, &options.limits)
-                .map_err(|e| rename_error(e, &name))?;
+            let instance = CallbackInstance::start(
+                &sandbox,
+                compiled.clone(),
+                &options.spec.params,
+                &options.limits,
+            )
+            .map_err(|e| rename_error(e, &name))?;
             slots.push(Slot {
                 name,
                 options: options.clone(),
@@ -162,7 +186,14 @@ impl CallbackHost {
                 dropped_log_bytes: 0,
             });
         }
-        Ok(Self { sandbox, slots, run_info: None, faults: Vec::new(), logs: Vec::new(), abort: None })
+        Ok(Self {
+            sandbox,
+            slots,
+            run_info: None,
+            faults: Vec::new(),
+            logs: Vec::new(),
+            abort: None,
+        })
     }
 
     /// Names of the callbacks, in delivery order.
@@ -172,7 +203,11 @@ impl CallbackHost {
 
     /// Whether any active callback wants events of this kind (lets the trainer skip building them).
     pub fn wants_kind(&self, kind: EventKind) -> bool {
-        self.slots.iter().any(|s| s.instance.as_ref().is_some_and(|i| i.subscriptions().wants_kind(kind)))
+        self.slots.iter().any(|s| {
+            s.instance
+                .as_ref()
+                .is_some_and(|i| i.subscriptions().wants_kind(kind))
+        })
     }
 
     /// Delivers `event` to each subscribed callback in order and collects their decisions.
@@ -186,7 +221,9 @@ impl CallbackHost {
         let mut answers = Vec::new();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            let Some(instance) = slot.instance.as_mut() else { continue };
+            let Some(instance) = slot.instance.as_mut() else {
+                continue;
+            };
             if !instance.subscriptions().wants(event) {
                 continue;
             }
@@ -195,8 +232,17 @@ impl CallbackHost {
             collect_logs(slot, &mut self.logs);
             match result {
                 Ok(decisions) if decisions.is_empty() => {}
-                Ok(decisions) => answers.push(Answer { callback: slot.name.clone(), decisions }),
-                Err(fault) => self.handle_fault(i, kind_name(event.kind()), event.epoch(), event.step(), fault),
+                Ok(decisions) => answers.push(Answer {
+                    callback: slot.name.clone(),
+                    decisions,
+                }),
+                Err(fault) => self.handle_fault(
+                    i,
+                    kind_name(event.kind()),
+                    event.epoch(),
+                    event.step(),
+                    fault,
+                ),
             }
         }
         (delivered, answers)
@@ -208,7 +254,9 @@ impl CallbackHost {
         let mut states = Vec::new();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            let Some(instance) = slot.instance.as_mut() else { continue };
+            let Some(instance) = slot.instance.as_mut() else {
+                continue;
+            };
             let result = instance.snapshot(&self.sandbox);
             collect_logs(slot, &mut self.logs);
             match result {
@@ -227,8 +275,16 @@ impl CallbackHost {
     pub fn restore_all(&mut self, states: &[(String, Vec<u8>)], epoch: u32, step: u64) {
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            let Some(state) = states.iter().find(|(n, _)| *n == slot.name).map(|(_, s)| s.clone()) else { continue };
-            let Some(instance) = slot.instance.as_mut() else { continue };
+            let Some(state) = states
+                .iter()
+                .find(|(n, _)| *n == slot.name)
+                .map(|(_, s)| s.clone())
+            else {
+                continue;
+            };
+            let Some(instance) = slot.instance.as_mut() else {
+                continue;
+            };
             let result = instance.restore(&self.sandbox, &state);
             collect_logs(slot, &mut self.logs);
             match result {
@@ -264,7 +320,11 @@ impl CallbackHost {
                     add_stats(&mut stats, i.stats());
                     dropped += i.dropped_log_bytes();
                 }
-                let mean = if stats.calls == 0 { 0.0 } else { stats.total_time_us as f64 / stats.calls as f64 };
+                let mean = if stats.calls == 0 {
+                    0.0
+                } else {
+                    stats.total_time_us as f64 / stats.calls as f64
+                };
                 CallbackReport {
                     name: s.name.clone(),
                     spec: s.options.spec.to_string(),
@@ -272,7 +332,12 @@ impl CallbackHost {
                     mean_time_us: mean,
                     faults: s.faults.clone(),
                     restarts: s.restarts,
-                    status: if s.instance.is_some() { "active" } else { "disabled" }.into(),
+                    status: if s.instance.is_some() {
+                        "active"
+                    } else {
+                        "disabled"
+                    }
+                    .into(),
                     dropped_log_bytes: dropped,
                 }
             })
@@ -316,8 +381,13 @@ impl CallbackHost {
 /// parameters, the run's train-start (so it knows the metric names), then its last good state.
 fn restart(sandbox: &Sandbox, slot: &mut Slot, run_info: Option<&RunInfo>) -> Result<(), Fault> {
     slot.restarts += 1;
-    let mut fresh = CallbackInstance::start(sandbox, slot.compiled.clone(), &slot.options.spec.params, &slot.options.limits)
-        .map_err(|e| Fault::new(FaultKind::HostError, e.to_string()))?;
+    let mut fresh = CallbackInstance::start(
+        sandbox,
+        slot.compiled.clone(),
+        &slot.options.spec.params,
+        &slot.options.limits,
+    )
+    .map_err(|e| Fault::new(FaultKind::HostError, e.to_string()))?;
     if let Some(info) = run_info {
         let start = Event::TrainStart(info.clone());
         if fresh.subscriptions().wants(&start) {
@@ -350,8 +420,15 @@ fn add_stats(total: &mut CallStats, more: &CallStats) {
 
 fn rename_error(err: CallbackError, name: &str) -> CallbackError {
     match err {
-        CallbackError::Rejected { message, .. } => CallbackError::Rejected { name: name.to_string(), message },
-        CallbackError::StartFault { during, fault, .. } => CallbackError::StartFault { name: name.to_string(), during, fault },
+        CallbackError::Rejected { message, .. } => CallbackError::Rejected {
+            name: name.to_string(),
+            message,
+        },
+        CallbackError::StartFault { during, fault, .. } => CallbackError::StartFault {
+            name: name.to_string(),
+            during,
+            fault,
+        },
         other => other,
     }
 }

@@ -2,8 +2,8 @@
 //! before a component gets anywhere near a training run.
 
 use serde::Serialize;
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 use crate::contract::HOST_INTERFACE;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -40,10 +40,19 @@ pub fn import_verdict(name: &str) -> ImportVerdict {
 
 /// Compiles `bytes` into a component after checking it is one, with errors that say what the
 /// bytes are and how to get a component.
-pub(crate) fn compile(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Result<Component, SandboxError> {
-    let invalid = |message: String| SandboxError::InvalidComponent { name: name.to_string(), message };
+pub(crate) fn compile(
+    sandbox: &Sandbox,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Component, SandboxError> {
+    let invalid = |message: String| SandboxError::InvalidComponent {
+        name: name.to_string(),
+        message,
+    };
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(invalid("not a WebAssembly file (it does not start with the \\0asm magic bytes)".into()));
+        return Err(invalid(
+            "not a WebAssembly file (it does not start with the \\0asm magic bytes)".into(),
+        ));
     }
     if bytes[4..8] == [1, 0, 0, 0] {
         return Err(invalid(
@@ -52,8 +61,12 @@ pub(crate) fn compile(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Result<Com
                 .into(),
         ));
     }
-    let component = Component::new(sandbox.engine(), bytes)
-        .map_err(|e| invalid(format!("invalid component: {}", crate::sandbox::describe(&e))))?;
+    let component = Component::new(sandbox.engine(), bytes).map_err(|e| {
+        invalid(format!(
+            "invalid component: {}",
+            crate::sandbox::describe(&e)
+        ))
+    })?;
     let refused: Vec<String> = component
         .component_type()
         .imports(sandbox.engine())
@@ -83,12 +96,17 @@ pub struct ComponentReport {
 pub fn report(sandbox: &Sandbox, component: &Component) -> ComponentReport {
     let engine = sandbox.engine();
     let ty = component.component_type();
-    let imports = ty.imports(engine).map(|(n, _)| (n.to_string(), import_verdict(n))).collect();
+    let imports = ty
+        .imports(engine)
+        .map(|(n, _)| (n.to_string(), import_verdict(n)))
+        .collect();
     let exports = ty
         .exports(engine)
         .map(|(n, e)| {
             let funcs = match e.ty {
-                ComponentItem::ComponentInstance(i) => i.exports(engine).map(|(f, _)| f.to_string()).collect(),
+                ComponentItem::ComponentInstance(i) => {
+                    i.exports(engine).map(|(f, _)| f.to_string()).collect()
+                }
                 _ => Vec::new(),
             };
             (n.to_string(), funcs)
@@ -103,11 +121,26 @@ mod tests {
 
     #[test]
     fn import_verdicts() {
-        assert_eq!(import_verdict("trainrt:callbacks/host@0.1.0"), ImportVerdict::Contract);
-        assert_eq!(import_verdict("wasi:cli/stdout@0.2.6"), ImportVerdict::Granted);
-        assert_eq!(import_verdict("wasi:random/random@0.2.0"), ImportVerdict::Granted);
-        assert_eq!(import_verdict("wasi:filesystem/preopens@0.2.0"), ImportVerdict::Denied);
-        assert_eq!(import_verdict("wasi:http/outgoing-handler@0.2.0"), ImportVerdict::Refused);
+        assert_eq!(
+            import_verdict("trainrt:callbacks/host@0.1.0"),
+            ImportVerdict::Contract
+        );
+        assert_eq!(
+            import_verdict("wasi:cli/stdout@0.2.6"),
+            ImportVerdict::Granted
+        );
+        assert_eq!(
+            import_verdict("wasi:random/random@0.2.0"),
+            ImportVerdict::Granted
+        );
+        assert_eq!(
+            import_verdict("wasi:filesystem/preopens@0.2.0"),
+            ImportVerdict::Denied
+        );
+        assert_eq!(
+            import_verdict("wasi:http/outgoing-handler@0.2.0"),
+            ImportVerdict::Refused
+        );
         assert_eq!(import_verdict("evil:host/escape"), ImportVerdict::Refused);
     }
 }

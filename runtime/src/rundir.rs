@@ -36,20 +36,32 @@ pub enum RunDirError {
 
 impl RunDirError {
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
-        Self::Io { action, path: path.to_path_buf(), source }
+        Self::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
 /// Writes `bytes` to `path` atomically: readers and crashes see the old content or the new,
 /// never a mix. The temp file lives beside the target so the rename stays on one filesystem.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| RunDirError::io("cannot write", &tmp, e))?;
-        file.sync_all().map_err(|e| RunDirError::io("cannot sync", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| RunDirError::io("cannot write", &tmp, e))?;
+        file.sync_all()
+            .map_err(|e| RunDirError::io("cannot sync", &tmp, e))?;
         drop(file);
         fs::rename(&tmp, path).map_err(|e| RunDirError::io("cannot rename into place", path, e))?;
         sync_dir(dir)
@@ -63,8 +75,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn atomic_write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|source| RunDirError::Json { path: path.to_path_buf(), source })?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| RunDirError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
     bytes.push(b'\n');
     atomic_write(path, &bytes)
 }
@@ -75,7 +89,8 @@ fn sync_dir(dir: &Path) -> Result<(), RunDirError> {
     #[cfg(unix)]
     {
         let d = File::open(dir).map_err(|e| RunDirError::io("cannot open directory", dir, e))?;
-        d.sync_all().map_err(|e| RunDirError::io("cannot sync directory", dir, e))?;
+        d.sync_all()
+            .map_err(|e| RunDirError::io("cannot sync directory", dir, e))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -97,20 +112,32 @@ impl JsonLines {
             .append(true)
             .open(path)
             .map_err(|e| RunDirError::io("cannot open", path, e))?;
-        Ok(Self { path: path.to_path_buf(), file: io::BufWriter::new(file) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: io::BufWriter::new(file),
+        })
     }
 
     /// Appends one value as a line. Buffered until [`JsonLines::flush`].
     pub fn append<T: serde::Serialize>(&mut self, value: &T) -> Result<(), RunDirError> {
-        serde_json::to_writer(&mut self.file, value)
-            .map_err(|source| RunDirError::Json { path: self.path.clone(), source })?;
-        self.file.write_all(b"\n").map_err(|e| RunDirError::io("cannot write", &self.path, e))
+        serde_json::to_writer(&mut self.file, value).map_err(|source| RunDirError::Json {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.file
+            .write_all(b"\n")
+            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
     }
 
     /// Flushes buffered lines to the file and the disk.
     pub fn flush(&mut self) -> Result<(), RunDirError> {
-        self.file.flush().map_err(|e| RunDirError::io("cannot write", &self.path, e))?;
-        self.file.get_ref().sync_data().map_err(|e| RunDirError::io("cannot sync", &self.path, e))
+        self.file
+            .flush()
+            .map_err(|e| RunDirError::io("cannot write", &self.path, e))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| RunDirError::io("cannot sync", &self.path, e))
     }
 
     /// The file's path.
@@ -129,7 +156,12 @@ pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Ve
     complete
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|source| RunDirError::Json { path: path.to_path_buf(), source }))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|source| RunDirError::Json {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
         .collect()
 }
 
@@ -144,7 +176,10 @@ mod tests {
         atomic_write(&path, b"old").unwrap();
         atomic_write(&path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
     }
 

@@ -172,7 +172,15 @@ pub(crate) fn classify(err: &wasmtime::Error) -> FaultKind {
 /// A wasmtime error with its causes on one line, for messages.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
     // One line: wasmtime appends a multi-line wasm backtrace to trap messages.
-    let parts: Vec<String> = err.chain().map(|c| c.to_string().split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let parts: Vec<String> = err
+        .chain()
+        .map(|c| {
+            c.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     let mut out: Vec<String> = Vec::new();
     for p in parts {
         if !out.last().is_some_and(|l| l.contains(&p)) {
@@ -260,7 +268,14 @@ impl GuestState {
                 let text = String::from_utf8_lossy(&bytes[*seen..]).into_owned();
                 *seen = bytes.len();
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    push_log(&mut self.logs, &mut self.log_budget_call, &mut self.log_budget_run, &mut self.dropped_log_bytes, level, line);
+                    push_log(
+                        &mut self.logs,
+                        &mut self.log_budget_call,
+                        &mut self.log_budget_run,
+                        &mut self.dropped_log_bytes,
+                        level,
+                        line,
+                    );
                 }
             }
         }
@@ -297,7 +312,11 @@ fn push_log(
 pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_bytes));
     for c in text.chars() {
-        let piece: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
         if out.len() + piece.len() > max_bytes {
             out.push('…');
             break;
@@ -309,7 +328,14 @@ pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
 
 impl HostImports for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        push_log(&mut self.logs, &mut self.log_budget_call, &mut self.log_budget_run, &mut self.dropped_log_bytes, level, &message);
+        push_log(
+            &mut self.logs,
+            &mut self.log_budget_call,
+            &mut self.log_budget_run,
+            &mut self.dropped_log_bytes,
+            level,
+            &message,
+        );
     }
 }
 
@@ -317,21 +343,37 @@ impl crate::contract::TypesImports for GuestState {}
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl ResourceLimiter for GuestState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             // An error (not `Ok(false)`) so the guest traps right here with a classifiable cause,
             // instead of limping on after a failed allocation.
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { cap: self.memory_cap, desired }));
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                cap: self.memory_cap,
+                desired,
+            }));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -395,9 +437,14 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         CallbackWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, ticker })
+        Ok(Self {
+            engine,
+            linker,
+            ticker,
+        })
     }
 
     /// The wasmtime engine.
@@ -473,13 +520,20 @@ mod tests {
         assert_eq!(printable("a\nb\u{1b}[31m", 100), "a\\nb\\u{1b}[31m");
         let long = "x".repeat(50);
         let cut = printable(&long, 10);
-        assert!(cut.starts_with("xxxxxxxxxx") && cut.ends_with('…') && cut.len() <= 13, "{cut}");
+        assert!(
+            cut.starts_with("xxxxxxxxxx") && cut.ends_with('…') && cut.len() <= 13,
+            "{cut}"
+        );
         assert_eq!(printable("ééé", 3), "é…");
     }
 
     #[test]
     fn log_budget_per_call_and_per_run() {
-        let limits = Limits { log_bytes_per_call: 10, log_bytes_per_run: 25, ..Limits::default() };
+        let limits = Limits {
+            log_bytes_per_call: 10,
+            log_bytes_per_run: 25,
+            ..Limits::default()
+        };
         let mut g = GuestState::new(&limits);
         g.begin_call(&limits);
         g.log(Level::Info, "0123456789abc".into());
@@ -498,7 +552,10 @@ mod tests {
 
     #[test]
     fn deadline_ticks_round_up() {
-        let t = EpochTicker { stop: Arc::new(AtomicBool::new(true)), thread: None };
+        let t = EpochTicker {
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        };
         assert_eq!(t.ticks_for(Duration::from_millis(100)), 51);
         assert_eq!(t.ticks_for(Duration::from_micros(1)), 2);
     }

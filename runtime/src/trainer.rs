@@ -18,8 +18,8 @@ use serde_json::{Map, Value, json};
 use crate::checkpoint::{self, CallbackState, CheckpointMeta};
 use crate::config::{ConfigError, TrainConfig};
 use crate::contract::{
-    BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo, FaultKind as EventFaultKind,
-    Outcome, RunInfo, TrainEndInfo, ValidationMetrics,
+    BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo,
+    FaultKind as EventFaultKind, Outcome, RunInfo, TrainEndInfo, ValidationMetrics,
 };
 use crate::data::{self, DataSpec, DeviceData};
 use crate::decision::{DecisionSet, LAST_TAG};
@@ -31,7 +31,14 @@ use crate::rundir::{JsonLines, RunDirError, atomic_write_json};
 use crate::sandbox::{LogLine, Sandbox};
 
 /// Metric names announced at train-start; `epoch-metrics.values` follow this order.
-pub const METRIC_NAMES: [&str; 6] = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm"];
+pub const METRIC_NAMES: [&str; 6] = [
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "grad_norm",
+];
 
 /// Errors that keep a run from starting or finishing its bookkeeping.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +76,9 @@ pub enum TrainError {
         message: String,
     },
     /// A new run would overwrite an existing one.
-    #[error("run directory {0} already holds a run; pass --resume {0} to continue it, or choose another --run-dir")]
+    #[error(
+        "run directory {0} already holds a run; pass --resume {0} to continue it, or choose another --run-dir"
+    )]
     RunDirExists(PathBuf),
 }
 
@@ -126,7 +135,11 @@ pub struct RunRequest {
 /// Trains a model as `request` says, with callbacks in `sandbox`. Returns the summary also when
 /// training failed mid-way (outcome `failed`); `Err` means the run could not start or its files
 /// could not be written.
-pub fn train(sandbox: Arc<Sandbox>, request: RunRequest, observer: &mut dyn Observer) -> Result<RunSummary, TrainError> {
+pub fn train(
+    sandbox: Arc<Sandbox>,
+    request: RunRequest,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, TrainError> {
     let mut run = Run::prepare(sandbox, request)?;
     run.execute(observer)
 }
@@ -136,9 +149,15 @@ pub fn load_run_config(run_dir: &Path) -> Result<TrainConfig, TrainError> {
     let path = run_dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Resume {
         path: run_dir.to_path_buf(),
-        message: format!("cannot read {}: {e} (is this a trainrt run directory?)", path.display()),
+        message: format!(
+            "cannot read {}: {e} (is this a trainrt run directory?)",
+            path.display()
+        ),
     })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Resume { path: run_dir.to_path_buf(), message: format!("invalid config.json: {e}") })
+    serde_json::from_str(&text).map_err(|e| TrainError::Resume {
+        path: run_dir.to_path_buf(),
+        message: format!("invalid config.json: {e}"),
+    })
 }
 
 struct Files {
@@ -183,13 +202,21 @@ struct EpochTotals {
 
 impl Run {
     fn prepare(sandbox: Arc<Sandbox>, request: RunRequest) -> Result<Self, TrainError> {
-        let RunRequest { config, run_dir, resume } = request;
+        let RunRequest {
+            config,
+            run_dir,
+            resume,
+        } = request;
         config.validate()?;
         let checkpoints = run_dir.join("checkpoints");
         if !resume && run_dir.join("config.json").exists() {
             return Err(TrainError::RunDirExists(run_dir));
         }
-        let spec = crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid { field: "device", message })?;
+        let spec =
+            crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid {
+                field: "device",
+                message,
+            })?;
         let device = crate::device::open(spec)?;
         let data_spec: DataSpec = config.data.parse()?;
         let dataset = data_spec.load()?;
@@ -206,7 +233,10 @@ impl Run {
         if resume {
             let path = checkpoints.join(format!("{LAST_TAG}.safetensors"));
             if !path.exists() {
-                return Err(TrainError::Resume { path: run_dir, message: "it has no checkpoints/last.safetensors yet".into() });
+                return Err(TrainError::Resume {
+                    path: run_dir,
+                    message: "it has no checkpoints/last.safetensors yet".into(),
+                });
             }
             let ckpt = checkpoint::load(&path)?;
             model.load_tensors(&ckpt.model)?;
@@ -214,14 +244,20 @@ impl Run {
             optimizer.set_lr(ckpt.meta.lr);
             epoch = ckpt.meta.epoch;
             step = ckpt.meta.step;
-            resumed_states = ckpt.meta.callback_states.iter().map(|s| (s.name.clone(), s.state.clone())).collect();
+            resumed_states = ckpt
+                .meta
+                .callback_states
+                .iter()
+                .map(|s| (s.name.clone(), s.state.clone()))
+                .collect();
         }
         known_tags.remove(LAST_TAG);
 
         let host = CallbackHost::start(sandbox, &config.callback_options()?)?;
         // Only now that everything the user gave us has been checked does the run directory
         // appear: a run that cannot start leaves nothing behind.
-        std::fs::create_dir_all(&checkpoints).map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
+        std::fs::create_dir_all(&checkpoints)
+            .map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
         atomic_write_json(&run_dir.join("config.json"), &config)?;
         let files = Files {
             metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
@@ -278,14 +314,28 @@ impl Run {
             (Err(e), _) => Outcome::Failed(crate::error_chain(e)),
             (Ok(()), _) if self.host.abort_requested().is_some() => {
                 let f = self.host.abort_requested().cloned();
-                Outcome::Failed(f.map(|f| format!("critical callback {} faulted ({}): {}", f.callback, f.kind, f.message)).unwrap_or_default())
+                Outcome::Failed(
+                    f.map(|f| {
+                        format!(
+                            "critical callback {} faulted ({}): {}",
+                            f.callback, f.kind, f.message
+                        )
+                    })
+                    .unwrap_or_default(),
+                )
             }
             (Ok(()), Some(reason)) => Outcome::Stopped(reason.clone()),
             (Ok(()), None) => Outcome::Completed,
         };
         // The end is reported and the final checkpoint written whatever happened above.
-        let end = Event::TrainEnd(TrainEndInfo { outcome: outcome.clone(), epoch: self.epoch, step: self.step });
-        let end_result = self.emit(&end, observer).and_then(|()| self.save_checkpoint(LAST_TAG, observer, false));
+        let end = Event::TrainEnd(TrainEndInfo {
+            outcome: outcome.clone(),
+            epoch: self.epoch,
+            step: self.step,
+        });
+        let end_result = self
+            .emit(&end, observer)
+            .and_then(|()| self.save_checkpoint(LAST_TAG, observer, false));
         let (name, reason) = match &outcome {
             Outcome::Completed => ("completed", None),
             Outcome::Stopped(r) => ("stopped", Some(r.clone())),
@@ -315,16 +365,33 @@ impl Run {
             self.host.restore_all(&states, self.epoch, self.step);
             self.after_dispatch(observer)?;
         }
-        while self.epoch < self.config.epochs && self.stop.is_none() && self.host.abort_requested().is_none() {
+        while self.epoch < self.config.epochs
+            && self.stop.is_none()
+            && self.host.abort_requested().is_none()
+        {
             let epoch = self.epoch;
             let lr = self.optimizer.lr();
-            self.emit(&Event::EpochStart(EpochInfo { epoch, step: self.step, lr }), observer)?;
+            self.emit(
+                &Event::EpochStart(EpochInfo {
+                    epoch,
+                    step: self.step,
+                    lr,
+                }),
+                observer,
+            )?;
             if self.stop.is_some() {
                 break;
             }
             let (loss, accuracy, grad_norm) = self.train_epoch(epoch, observer)?;
             let (val_loss, val_accuracy) = self.validate(observer)?;
-            let values = [loss, accuracy, val_loss, val_accuracy, self.optimizer.lr(), grad_norm];
+            let values = [
+                loss,
+                accuracy,
+                val_loss,
+                val_accuracy,
+                self.optimizer.lr(),
+                grad_norm,
+            ];
             self.finish_epoch(epoch, values, observer)?;
         }
         Ok(())
@@ -332,7 +399,11 @@ impl Run {
 
     /// Runs the batches of one epoch, returning mean loss, accuracy and gradient norm. Returns
     /// early when a callback ends the epoch or stops training.
-    fn train_epoch(&mut self, epoch: u32, observer: &mut dyn Observer) -> Result<(f64, f64, f64), TrainError> {
+    fn train_epoch(
+        &mut self,
+        epoch: u32,
+        observer: &mut dyn Observer,
+    ) -> Result<(f64, f64, f64), TrainError> {
         let order = data::epoch_permutation(self.train.len(), self.config.seed, u64::from(epoch));
         let batch_size = self.config.batch_size as usize;
         let batches = self.info.batches_per_epoch;
@@ -342,7 +413,14 @@ impl Run {
         for (b, chunk) in order.chunks(batch_size).enumerate() {
             let batch = b as u32;
             if wants_start {
-                self.emit(&Event::BatchStart(BatchInfo { epoch, batch, step: self.step }), observer)?;
+                self.emit(
+                    &Event::BatchStart(BatchInfo {
+                        epoch,
+                        batch,
+                        step: self.step,
+                    }),
+                    observer,
+                )?;
             }
             let (x, y) = self.train.batch(chunk)?;
             let logits = self.model.forward(&x)?;
@@ -381,7 +459,8 @@ impl Run {
                 self.emit(&Event::BatchEnd(metrics), observer)?;
             }
             observer.batch_done(epoch, batch, batches);
-            if self.take_end_epoch() || self.stop.is_some() || self.host.abort_requested().is_some() {
+            if self.take_end_epoch() || self.stop.is_some() || self.host.abort_requested().is_some()
+            {
                 break;
             }
         }
@@ -389,23 +468,45 @@ impl Run {
             return Ok((f64::NAN, f64::NAN, f64::NAN));
         }
         let n = totals.samples as f64;
-        Ok((totals.loss / n, totals.correct as f64 / n, totals.grad_norm / totals.batches as f64))
+        Ok((
+            totals.loss / n,
+            totals.correct as f64 / n,
+            totals.grad_norm / totals.batches as f64,
+        ))
     }
 
     fn validate(&mut self, observer: &mut dyn Observer) -> Result<(f64, f64), TrainError> {
         if self.val.is_empty() {
             return Ok((f64::NAN, f64::NAN));
         }
-        let (loss, accuracy) = crate::model::evaluate(&self.model, &self.val, self.config.batch_size as usize)?;
-        let event = Event::ValidationEnd(ValidationMetrics { epoch: self.epoch, step: self.step, val_loss: loss, val_accuracy: accuracy });
+        let (loss, accuracy) =
+            crate::model::evaluate(&self.model, &self.val, self.config.batch_size as usize)?;
+        let event = Event::ValidationEnd(ValidationMetrics {
+            epoch: self.epoch,
+            step: self.step,
+            val_loss: loss,
+            val_accuracy: accuracy,
+        });
         self.emit(&event, observer)?;
         Ok((loss, accuracy))
     }
 
     /// Announces the end of an epoch, records its metrics (with callbacks' custom metrics) and
     /// writes the `last` checkpoint.
-    fn finish_epoch(&mut self, epoch: u32, values: [f64; 6], observer: &mut dyn Observer) -> Result<(), TrainError> {
-        self.emit(&Event::EpochEnd(EpochMetrics { epoch, step: self.step, values: values.to_vec() }), observer)?;
+    fn finish_epoch(
+        &mut self,
+        epoch: u32,
+        values: [f64; 6],
+        observer: &mut dyn Observer,
+    ) -> Result<(), TrainError> {
+        self.emit(
+            &Event::EpochEnd(EpochMetrics {
+                epoch,
+                step: self.step,
+                values: values.to_vec(),
+            }),
+            observer,
+        )?;
         // The epoch is complete once its end has been delivered: the `last` checkpoint and the
         // metrics line both describe it.
         self.epoch = epoch + 1;
@@ -424,7 +525,10 @@ impl Run {
         self.files.metrics.append(&line)?;
         observer.epoch_done(epoch, &line);
         self.last_metrics = line;
-        if self.epoch % self.config.checkpoint_every == 0 && self.epoch < self.config.epochs && self.stop.is_none() {
+        if self.epoch % self.config.checkpoint_every == 0
+            && self.epoch < self.config.epochs
+            && self.stop.is_none()
+        {
             self.save_checkpoint(LAST_TAG, observer, true)?;
         }
         self.flush()
@@ -439,7 +543,15 @@ impl Run {
         let mut set = DecisionSet::default();
         for answer in answers {
             for d in answer.decisions {
-                set.add(&answer.callback, event.kind(), event.epoch(), event.step(), d, &self.config.decisions, &self.known_tags);
+                set.add(
+                    &answer.callback,
+                    event.kind(),
+                    event.epoch(),
+                    event.step(),
+                    d,
+                    &self.config.decisions,
+                    &self.known_tags,
+                );
             }
         }
         if !set.is_empty() {
@@ -462,7 +574,10 @@ impl Run {
         for fault in faults {
             let info = FaultInfo {
                 kind: EventFaultKind::CallbackFault,
-                message: format!("{} faulted during {} ({}): {}; {}", fault.callback, fault.during, fault.kind, fault.message, fault.action),
+                message: format!(
+                    "{} faulted during {} ({}): {}; {}",
+                    fault.callback, fault.during, fault.kind, fault.message, fault.action
+                ),
                 epoch: fault.epoch,
                 step: fault.step,
             };
@@ -482,7 +597,12 @@ impl Run {
 
     /// Applies validated decisions in a fixed order: metrics, saves, restore, learning rate,
     /// validation, end of epoch, stop.
-    fn apply(&mut self, mut set: DecisionSet, event: &Event, observer: &mut dyn Observer) -> Result<(), TrainError> {
+    fn apply(
+        &mut self,
+        mut set: DecisionSet,
+        event: &Event,
+        observer: &mut dyn Observer,
+    ) -> Result<(), TrainError> {
         for (name, value) in std::mem::take(&mut set.metrics) {
             self.custom_metrics.insert(name, json_num(value));
         }
@@ -490,7 +610,10 @@ impl Run {
         for save in &saves {
             // A checkpoint-saved answer may not save again: that could loop forever.
             if matches!(event, Event::CheckpointSaved(_)) {
-                set.reject(save, "save-checkpoint is not allowed in answer to checkpoint-saved".into());
+                set.reject(
+                    save,
+                    "save-checkpoint is not allowed in answer to checkpoint-saved".into(),
+                );
                 continue;
             }
             if let Err(e) = self.save_checkpoint(&save.value, observer, true) {
@@ -498,10 +621,19 @@ impl Run {
             }
         }
         if let Some(restore) = set.restore.take() {
-            let path = self.run_dir.join("checkpoints").join(format!("{}.safetensors", restore.value));
-            match checkpoint::load(&path).map_err(TrainError::from).and_then(|c| Ok(self.model.load_tensors(&c.model)?)) {
+            let path = self
+                .run_dir
+                .join("checkpoints")
+                .join(format!("{}.safetensors", restore.value));
+            match checkpoint::load(&path)
+                .map_err(TrainError::from)
+                .and_then(|c| Ok(self.model.load_tensors(&c.model)?))
+            {
                 Ok(()) => {}
-                Err(e) => set.reject(&restore, format!("restoring failed: {}", crate::error_chain(&e))),
+                Err(e) => set.reject(
+                    &restore,
+                    format!("restoring failed: {}", crate::error_chain(&e)),
+                ),
             }
         }
         if let Some(lr) = set.lr.take() {
@@ -529,7 +661,12 @@ impl Run {
     }
 
     /// Writes a checkpoint with every callback's state and announces it.
-    fn save_checkpoint(&mut self, tag: &str, observer: &mut dyn Observer, announce: bool) -> Result<(), TrainError> {
+    fn save_checkpoint(
+        &mut self,
+        tag: &str,
+        observer: &mut dyn Observer,
+        announce: bool,
+    ) -> Result<(), TrainError> {
         let states = self.host.snapshot_all(self.epoch, self.step);
         let meta = CheckpointMeta {
             format_version: checkpoint::FORMAT_VERSION,
@@ -540,20 +677,39 @@ impl Run {
             model: self.model.describe(),
             optimizer: self.config.optimizer.clone(),
             seed: self.config.seed,
-            callback_states: states.into_iter().map(|(name, state)| CallbackState { name, state }).collect(),
+            callback_states: states
+                .into_iter()
+                .map(|(name, state)| CallbackState { name, state })
+                .collect(),
             extra: json!({ "run": self.config.name }),
         };
-        checkpoint::save(&self.run_dir.join("checkpoints"), tag, &meta, &self.model.tensors(), &self.optimizer.state_tensors())?;
+        checkpoint::save(
+            &self.run_dir.join("checkpoints"),
+            tag,
+            &meta,
+            &self.model.tensors(),
+            &self.optimizer.state_tensors(),
+        )?;
         self.known_tags.insert(tag.to_string());
         if announce {
-            let info = CheckpointInfo { tag: tag.to_string(), epoch: self.epoch, step: self.step };
+            let info = CheckpointInfo {
+                tag: tag.to_string(),
+                epoch: self.epoch,
+                step: self.step,
+            };
             self.emit(&Event::CheckpointSaved(info), observer)?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), TrainError> {
-        for f in [&mut self.files.metrics, &mut self.files.events, &mut self.files.decisions, &mut self.files.faults, &mut self.files.log] {
+        for f in [
+            &mut self.files.metrics,
+            &mut self.files.events,
+            &mut self.files.decisions,
+            &mut self.files.faults,
+            &mut self.files.log,
+        ] {
             f.flush()?;
         }
         Ok(())
@@ -566,7 +722,12 @@ fn existing_tags(dir: &Path) -> BTreeSet<String> {
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".safetensors")).map(str::to_string))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".safetensors"))
+                        .map(str::to_string)
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -575,7 +736,11 @@ fn existing_tags(dir: &Path) -> BTreeSet<String> {
 /// Correct predictions in a batch, compared on the host against labels we already hold.
 fn count_correct(logits: &Tensor, labels: impl Iterator<Item = u32>) -> candle_core::Result<u64> {
     let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    Ok(predicted.iter().zip(labels).filter(|(p, l)| **p == *l).count() as u64)
+    Ok(predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == *l)
+        .count() as u64)
 }
 
 /// A float for `metrics.jsonl`: non-finite values are kept as strings.

@@ -6,34 +6,59 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use trainrt::Sandbox;
 use trainrt::config::TrainConfig;
 use trainrt::trainer::{Quiet, RunRequest, RunSummary};
-use trainrt::Sandbox;
 
 /// One engine for the whole test binary, as a service would share it.
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    SANDBOX.get_or_init(|| Arc::new(Sandbox::new().expect("sandbox"))).clone()
+    SANDBOX
+        .get_or_init(|| Arc::new(Sandbox::new().expect("sandbox")))
+        .clone()
 }
 
 /// A short digits run: small enough for a test, long enough to learn.
 pub fn quick_config(epochs: u32) -> TrainConfig {
-    TrainConfig { epochs, ..TrainConfig::default() }
+    TrainConfig {
+        epochs,
+        ..TrainConfig::default()
+    }
 }
 
 /// Trains `config` into `dir` (a new run).
 pub fn train(config: TrainConfig, dir: &Path) -> RunSummary {
-    trainrt::train(sandbox(), RunRequest { config, run_dir: dir.to_path_buf(), resume: false }, &mut Quiet).expect("training runs")
+    trainrt::train(
+        sandbox(),
+        RunRequest {
+            config,
+            run_dir: dir.to_path_buf(),
+            resume: false,
+        },
+        &mut Quiet,
+    )
+    .expect("training runs")
 }
 
 /// The model tensors of a run's checkpoint, as raw bytes by name, for bitwise comparisons.
 pub fn weights(run_dir: &Path, tag: &str) -> BTreeMap<String, Vec<u8>> {
-    let ckpt = trainrt::checkpoint::load(&run_dir.join("checkpoints").join(format!("{tag}.safetensors"))).expect("checkpoint loads");
+    let ckpt = trainrt::checkpoint::load(
+        &run_dir
+            .join("checkpoints")
+            .join(format!("{tag}.safetensors")),
+    )
+    .expect("checkpoint loads");
     ckpt.model
         .iter()
         .map(|(name, t)| {
-            let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).expect("f32 tensor");
-            (name.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            let v: Vec<f32> = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .expect("f32 tensor");
+            (
+                name.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
         })
         .collect()
 }
@@ -45,7 +70,8 @@ pub fn jsonl(run_dir: &Path, file: &str) -> Vec<serde_json::Value> {
 
 /// Reads `summary.json`.
 pub fn summary(run_dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).expect("summary.json")).expect("valid json")
+    serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).expect("summary.json"))
+        .expect("valid json")
 }
 
 /// The guest functions of the callback world, with their core wasm signatures (params, results).
@@ -94,7 +120,14 @@ pub mod kind {
 impl WatGuest {
     /// A guest subscribed to `events` (codes from [`kind`]).
     pub fn new(events: &[u8]) -> Self {
-        Self { events: events.to_vec(), batch_every: 1, init_body: None, bodies: BTreeMap::new(), data: Vec::new(), extra: String::new() }
+        Self {
+            events: events.to_vec(),
+            batch_every: 1,
+            init_body: None,
+            bodies: BTreeMap::new(),
+            data: Vec::new(),
+            extra: String::new(),
+        }
     }
 
     /// Runs `wat` at the start of export `func` (e.g. `"on-epoch-end"`), before the default
@@ -191,9 +224,22 @@ impl WatGuest {
         let mut resolve = wit_parser::Resolve::default();
         let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
         let (pkg, _) = resolve.push_path(&wit).expect("wit parses");
-        let world = resolve.select_world(&[pkg], Some("callback-world")).expect("world");
-        wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).expect("embed");
-        wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
+        let world = resolve
+            .select_world(&[pkg], Some("callback-world"))
+            .expect("world");
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .expect("embed");
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .expect("module")
+            .validate(true)
+            .encode()
+            .expect("component")
     }
 
     /// Writes the component to `dir/<name>.wasm` and returns the path.

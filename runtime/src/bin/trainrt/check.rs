@@ -31,9 +31,12 @@ impl CheckArgs {
         let limits = Limits::default();
         let sandbox = Sandbox::new().map_err(Failure::failed)?;
         let bytes = spec.load_bytes(&limits).map_err(Failure::usage)?;
-        let compiled = Arc::new(CompiledCallback::new(&sandbox, &spec.name(), &bytes).map_err(Failure::usage)?);
+        let compiled = Arc::new(
+            CompiledCallback::new(&sandbox, &spec.name(), &bytes).map_err(Failure::usage)?,
+        );
         let report = inspect::report(&sandbox, compiled.component());
-        let instance = CallbackInstance::start(&sandbox, compiled, &spec.params, &limits).map_err(Failure::usage)?;
+        let instance = CallbackInstance::start(&sandbox, compiled, &spec.params, &limits)
+            .map_err(Failure::usage)?;
         let subs = instance.subscriptions();
         let events: Vec<&str> = subs.kinds().into_iter().map(kind_name).collect();
         if self.json {
@@ -50,7 +53,11 @@ impl CheckArgs {
             println!("{value}");
             return Ok(0);
         }
-        println!("{}: valid callback component ({} bytes)", spec.source, bytes.len());
+        println!(
+            "{}: valid callback component ({} bytes)",
+            spec.source,
+            bytes.len()
+        );
         println!("exports:");
         for (name, funcs) in &report.exports {
             println!("  {name}: {}", funcs.join(", "));
@@ -59,13 +66,19 @@ impl CheckArgs {
         for (name, verdict) in &report.imports {
             let what = match verdict {
                 ImportVerdict::Contract => "contract",
-                ImportVerdict::Granted => "granted (deterministic: frozen clock, seeded randomness, captured output)",
+                ImportVerdict::Granted => {
+                    "granted (deterministic: frozen clock, seeded randomness, captured output)"
+                }
                 ImportVerdict::Denied => "linked but denied (no preopened directories, no network)",
                 ImportVerdict::Refused => "refused",
             };
             println!("  {name}: {what}");
         }
-        println!("subscriptions: {} (per-batch events every {} step(s))", events.join(", "), subs.batch_every());
+        println!(
+            "subscriptions: {} (per-batch events every {} step(s))",
+            events.join(", "),
+            subs.batch_every()
+        );
         println!(
             "limits: {} ms per call, {} ms for init, {} fuel per call, {} MiB memory, {} KiB wasm stack, \
              {} KiB output per call, {} KiB per run, {} decisions per call, {} KiB state",

@@ -42,12 +42,18 @@ pub struct Failure {
 impl Failure {
     /// The user asked for something invalid (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self { code: 2, error: error.into() }
+        Self {
+            code: 2,
+            error: error.into(),
+        }
     }
 
     /// Something failed while doing what was asked (exit 1).
     pub fn failed(error: impl Into<anyhow::Error>) -> Self {
-        Self { code: 1, error: error.into() }
+        Self {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 

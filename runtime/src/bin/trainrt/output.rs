@@ -21,7 +21,11 @@ pub struct Console {
 impl Console {
     /// JSON lines on stdout when `json`, else human output on stderr.
     pub fn new(json: bool) -> Self {
-        Self { json, bar: None, epochs: 0 }
+        Self {
+            json,
+            bar: None,
+            epochs: 0,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -44,8 +48,15 @@ impl Console {
             self.emit_json(json!({"type": "summary", "summary": summary}));
             return;
         }
-        let reason = summary.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-        eprintln!("{} after {} epochs, {} steps{reason}", summary.outcome, summary.epochs_completed, summary.steps);
+        let reason = summary
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        eprintln!(
+            "{} after {} epochs, {} steps{reason}",
+            summary.outcome, summary.epochs_completed, summary.steps
+        );
         if let Some(m) = summary.final_metrics.as_object() {
             eprintln!("final: {}", format_metrics(m));
         }
@@ -94,7 +105,9 @@ impl Observer for Console {
         );
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(u64::from(info.batches_per_epoch));
-            if let Ok(style) = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise}") {
+            if let Ok(style) = ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise}",
+            ) {
                 bar.set_style(style.progress_chars("=> "));
             }
             self.bar = Some(bar);
@@ -115,7 +128,12 @@ impl Observer for Console {
         if self.json {
             self.emit_json(json!({"type": "epoch", "metrics": metrics}));
         } else if let Some(m) = metrics.as_object() {
-            self.line(&format!("epoch {}/{}  {}", epoch + 1, self.epochs, format_metrics(m)));
+            self.line(&format!(
+                "epoch {}/{}  {}",
+                epoch + 1,
+                self.epochs,
+                format_metrics(m)
+            ));
         }
     }
 

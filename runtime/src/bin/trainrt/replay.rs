@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
+use trainrt::Sandbox;
 use trainrt::decision::decision_json;
 use trainrt::events::{Event, kind_name};
 use trainrt::host::{CallbackHost, CallbackOptions};
-use trainrt::Sandbox;
 
 use crate::Failure;
 
@@ -39,12 +39,20 @@ impl ReplayArgs {
             .map_err(Failure::usage)?;
         let mut events = Vec::new();
         for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("cannot read {}", self.events.display())).map_err(Failure::failed)?;
+            let line = line
+                .with_context(|| format!("cannot read {}", self.events.display()))
+                .map_err(Failure::failed)?;
             if line.trim().is_empty() {
                 continue;
             }
             let event: Event = serde_json::from_str(&line)
-                .with_context(|| format!("{} line {}: not a trainrt event", self.events.display(), i + 1))
+                .with_context(|| {
+                    format!(
+                        "{} line {}: not a trainrt event",
+                        self.events.display(),
+                        i + 1
+                    )
+                })
                 .map_err(Failure::usage)?;
             events.push(event);
         }
@@ -70,7 +78,10 @@ impl ReplayArgs {
                 eprintln!("[{callback}] {}", line.message);
             }
             for f in host.take_faults() {
-                eprintln!("[{}] fault during {}: {}: {} ({})", f.callback, f.during, f.kind, f.message, f.action);
+                eprintln!(
+                    "[{}] fault during {}: {}: {} ({})",
+                    f.callback, f.during, f.kind, f.message, f.action
+                );
             }
         }
         Ok(0)

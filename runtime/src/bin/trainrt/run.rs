@@ -71,13 +71,27 @@ impl RunArgs {
     fn request(self) -> Result<(RunRequest, bool), Failure> {
         let (mut config, resume) = match (&self.resume, &self.config) {
             (Some(dir), _) => (trainer::load_run_config(dir).map_err(Failure::usage)?, true),
-            (None, Some(path)) => (TrainConfig::from_toml_file(path).map_err(Failure::usage)?, false),
+            (None, Some(path)) => (
+                TrainConfig::from_toml_file(path).map_err(Failure::usage)?,
+                false,
+            ),
             (None, None) => (TrainConfig::default(), false),
         };
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
         }
-        set!(name, model, data, epochs, batch_size, lr, optimizer, seed, device, val_fraction);
+        set!(
+            name,
+            model,
+            data,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            seed,
+            device,
+            val_fraction
+        );
         for spec in &self.callbacks {
             config.push_callback(spec);
         }
@@ -86,7 +100,14 @@ impl RunArgs {
             (Some(dir), _) | (None, Some(dir)) => dir,
             (None, None) => PathBuf::from("runs").join(&config.name),
         };
-        Ok((RunRequest { config, run_dir, resume }, self.json))
+        Ok((
+            RunRequest {
+                config,
+                run_dir,
+                resume,
+            },
+            self.json,
+        ))
     }
 
     /// Runs training and maps the outcome to an exit code.
@@ -113,10 +134,16 @@ impl RunArgs {
 /// Pins candle's CPU thread count. candle reads `RAYON_NUM_THREADS` on every matmul and, when it
 /// is unset, probes the CPU topology each time, which makes training about 3x slower.
 fn set_threads(threads: Option<usize>) {
-    if threads.is_none() && std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0)) {
+    if threads.is_none()
+        && std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0))
+    {
         return;
     }
-    let n = threads.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let n = threads.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     #[allow(unsafe_code)]
     // SAFETY: called first thing in `execute`, before this process starts any other thread, so
     // nothing can read the environment concurrently.
