@@ -135,3 +135,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Kills `trainrt run` with SIGKILL at a spread of moments (some land mid-checkpoint); each time
+/// the last checkpoint must load and `--resume` must finish the run.
+#[test]
+fn sigkill_at_any_point_leaves_a_resumable_run() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trainrt");
+    let mut resumed = 0;
+    // Delays after the first checkpoint appears, so every kill lands mid-training; epochs take a
+    // few milliseconds each, so these spread over checkpoint writes and training steps alike.
+    for (i, delay_ms) in [0u64, 2, 5, 9, 14, 22].into_iter().enumerate() {
+        let run = dir.path().join(format!("r{i}"));
+        let mut child = Command::new(bin)
+            .args([
+                "run",
+                "--epochs",
+                "400",
+                "--threads",
+                "1",
+                "--callback",
+                "early-stopping:patience=1000",
+                "--run-dir",
+            ])
+            .arg(&run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let last = run.join("checkpoints/last.safetensors");
+        let waited = std::time::Instant::now();
+        while !last.exists() && waited.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        trainrt::checkpoint::load(&last).expect("the last checkpoint is loadable after SIGKILL");
+        let epoch = trainrt::checkpoint::load(&last).unwrap().meta.epoch;
+        let out = Command::new(bin)
+            .args(["run", "--threads", "1", "--epochs"])
+            .arg((epoch + 2).to_string())
+            .arg("--resume")
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "resume after SIGKILL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metrics = jsonl(&run, "metrics.jsonl");
+        let epochs: Vec<u64> = metrics
+            .iter()
+            .map(|m| m["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            epochs,
+            (0..u64::from(epoch) + 2).collect::<Vec<_>>(),
+            "one metrics line per epoch"
+        );
+        resumed += 1;
+    }
+    assert_eq!(resumed, 6);
+}

@@ -210,6 +210,76 @@ fn log_floods_are_cut_and_counted() {
 }
 
 #[test]
+fn a_million_decisions_is_an_invalid_decision_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    // Grow memory to hold 1,000,000 zeroed 24-byte decisions (each a stop-training with an empty
+    // reason) and return them all: a well-formed list, just far too long.
+    let guest = hostile(
+        "(drop (memory.grow (i32.const 400))) (i32.store (i32.const 16) (i32.const 65536)) \
+         (i32.store (i32.const 20) (i32.const 1000000)) (return (i32.const 16))",
+    );
+    let base = baseline(dir.path());
+    let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
+    assert_eq!(fault_kinds(&run), vec!["invalid-decision"]);
+    assert_eq!(
+        summary(&run)["outcome"],
+        "completed",
+        "none of the stops applied"
+    );
+    assert_eq!(weights(&base, "last"), weights(&run, "last"));
+}
+
+#[test]
+fn a_giant_state_snapshot_is_invalid_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = WatGuest::new(&[kind::EPOCH_END]).body(
+        "snapshot-state",
+        "(drop (memory.grow (i32.const 40))) (i32.store (i32.const 16) (i32.const 65536)) \
+         (i32.store (i32.const 20) (i32.const 2000000)) (return (i32.const 16))",
+    );
+    let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
+    let faults = jsonl(&run, "faults.jsonl");
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0]["kind"], "invalid-output");
+    assert_eq!(faults[0]["during"], "snapshot-state");
+    // The checkpoint was still written, without that callback's state.
+    let ckpt = trainrt::checkpoint::load(&run.join("checkpoints/last.safetensors")).unwrap();
+    assert!(ckpt.meta.callback_states.is_empty());
+}
+
+#[test]
+fn a_restore_state_that_traps_on_resume_is_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = WatGuest::new(&[kind::EPOCH_END])
+        .body("snapshot-state", "(i32.store (i32.const 16) (i32.const 64)) (i32.store (i32.const 20) (i32.const 1)) (return (i32.const 16))")
+        .body("restore-state", "unreachable")
+        .write(dir.path(), "fragile");
+    let run = dir.path().join("run");
+    let mut config = quick_config(1);
+    config.push_callback(path.to_str().unwrap());
+    config.callbacks[0].on_fault = FaultPolicy::Disable;
+    train(config.clone(), &run);
+    config.epochs = 2;
+    let resumed = trainrt::train(
+        sandbox(),
+        trainrt::RunRequest {
+            config,
+            run_dir: run.clone(),
+            resume: true,
+        },
+        &mut trainrt::trainer::Quiet,
+    )
+    .unwrap();
+    assert_eq!(resumed.outcome, "completed");
+    let faults = jsonl(&run, "faults.jsonl");
+    assert_eq!(faults.len(), 1);
+    assert_eq!(
+        (faults[0]["kind"].as_str(), faults[0]["during"].as_str()),
+        (Some("trap"), Some("restore-state"))
+    );
+}
+
+#[test]
 fn a_log_line_that_is_not_utf8_is_invalid_output() {
     let dir = tempfile::tempdir().unwrap();
     let guest = hostile(

@@ -11,17 +11,21 @@
 //! `<dir>/<tag>.json` is a human-readable copy of the metadata without callback states, written
 //! after the safetensors file. It is informational only: [`load`] never reads it.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::Load;
-use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, View};
-use serde::{Deserialize, Serialize};
+use candle_core::{Device, Tensor};
+use safetensors::tensor::SafeTensors;
 
 use crate::rundir::{RunDirError, atomic_write, atomic_write_json};
+
+mod encoding;
+mod meta;
+
+use encoding::{CpuTensor, checksum, to_cpu};
+pub use meta::{CallbackState, CheckpointMeta};
 
 /// The checkpoint format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,6 +61,14 @@ pub enum CheckpointError {
     /// Writing the checkpoint or its sidecar failed.
     #[error(transparent)]
     Write(#[from] RunDirError),
+    /// The checkpoint could not be encoded (e.g. a non-finite learning rate in the metadata).
+    #[error("cannot encode checkpoint {path}: {reason}")]
+    Encode {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The file is not a readable checkpoint (truncated, damaged, or not safetensors).
     #[error("checkpoint {path} is corrupt: {reason}")]
     Corrupt {
@@ -92,71 +104,6 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// Opaque state of one callback; stored in the metadata JSON as lowercase hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallbackState {
-    /// The callback's name.
-    pub name: String,
-    /// The state bytes.
-    #[serde(with = "hex_bytes")]
-    pub state: Vec<u8>,
-}
-
-/// Serde adapter: bytes as a lowercase hex string.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 {
-            return Err(D::Error::custom("callback state hex has an odd length"));
-        }
-        hex.as_bytes()
-            .chunks(2)
-            .map(|pair| {
-                let digit = |c: u8| {
-                    (c as char)
-                        .to_digit(16)
-                        .ok_or_else(|| D::Error::custom("callback state is not hex"))
-                };
-                Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
-            })
-            .collect()
-    }
-}
-
-/// What a checkpoint records besides tensors. Resume at epoch `epoch`, skipping its first
-/// `step - epoch * steps_per_epoch` batches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointMeta {
-    /// Format of the file; [`save`] always writes [`FORMAT_VERSION`].
-    pub format_version: u32,
-    /// The checkpoint's tag; [`save`] writes its `tag` argument here.
-    pub tag: String,
-    /// Epochs completed, which is also the 0-based index of the epoch in progress.
-    pub epoch: u32,
-    /// Optimizer steps completed since the start of the run.
-    pub step: u64,
-    /// The learning rate in effect for the next step.
-    pub lr: f64,
-    /// The model, as [`crate::model::Model::describe`] gives it.
-    pub model: String,
-    /// The optimizer spec, as its `Display` gives it.
-    pub optimizer: String,
-    /// The run's seed.
-    pub seed: u64,
-    /// Each callback's saved state.
-    #[serde(default)]
-    pub callback_states: Vec<CallbackState>,
-    /// Anything else the trainer wants to keep (free-form JSON).
-    #[serde(default)]
-    pub extra: serde_json::Value,
 }
 
 /// A checkpoint read back from disk; all tensors are on the CPU.
@@ -204,81 +151,6 @@ pub fn checkpoint_path(dir: &Path, tag: &str) -> Result<PathBuf, CheckpointError
     Ok(dir.join(format!("{tag}.safetensors")))
 }
 
-/// Tensor bytes on the CPU, ready for safetensors.
-struct CpuTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &CpuTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-fn le_bytes<T: candle_core::WithDType, const N: usize>(
-    t: &Tensor,
-    f: fn(T) -> [u8; N],
-) -> candle_core::Result<Vec<u8>> {
-    Ok(t.flatten_all()?
-        .to_vec1::<T>()?
-        .into_iter()
-        .flat_map(f)
-        .collect())
-}
-
-fn to_cpu(path: &Path, name: &str, t: &Tensor) -> Result<CpuTensor, CheckpointError> {
-    let err = |reason: String| CheckpointError::Tensor {
-        path: path.to_path_buf(),
-        name: name.to_string(),
-        reason,
-    };
-    let t = t.to_device(&Device::Cpu).map_err(|e| err(e.to_string()))?;
-    let (dtype, bytes) = match t.dtype() {
-        DType::F32 => (Dtype::F32, le_bytes(&t, f32::to_le_bytes)),
-        DType::F64 => (Dtype::F64, le_bytes(&t, f64::to_le_bytes)),
-        DType::I64 => (Dtype::I64, le_bytes(&t, i64::to_le_bytes)),
-        DType::U32 => (Dtype::U32, le_bytes(&t, u32::to_le_bytes)),
-        DType::U8 => (Dtype::U8, le_bytes(&t, u8::to_le_bytes)),
-        other => {
-            return Err(err(format!(
-                "dtype {other:?} is not supported in checkpoints"
-            )));
-        }
-    };
-    Ok(CpuTensor {
-        dtype,
-        shape: t.dims().to_vec(),
-        bytes: bytes.map_err(|e| err(e.to_string()))?,
-    })
-}
-
-/// CRC-32 over the metadata JSON and each tensor's name, dtype, shape and bytes, in name order.
-fn checksum<'a>(
-    meta_json: &str,
-    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
-) -> String {
-    let mut sorted: Vec<_> = tensors.collect();
-    sorted.sort_by_key(|t| t.0);
-    let mut crc = flate2::Crc::new();
-    crc.update(meta_json.as_bytes());
-    for (name, dtype, shape, bytes) in sorted {
-        crc.update(format!("\n{name}:{dtype:?}:{shape:?}\n").as_bytes());
-        crc.update(bytes);
-    }
-    format!("{:08x}", crc.sum())
-}
-
 /// Writes checkpoint `tag` into `dir` (created if missing) and returns its path. The file is
 /// built in memory and renamed into place atomically; the `.json` sidecar follows. If only the
 /// sidecar fails, the checkpoint itself is complete and the error says which file failed.
@@ -300,12 +172,15 @@ pub fn save(
         tag: tag.to_string(),
         ..meta.clone()
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
+    let encode = |reason: String| CheckpointError::Encode {
         path: path.clone(),
         reason,
     };
-    let meta_json = serde_json::to_string(&meta)
-        .map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
+    if !meta.lr.is_finite() {
+        // JSON has no NaN or infinity; serde_json would write `null` and the load would fail.
+        return Err(encode(format!("learning rate {} is not finite", meta.lr)));
+    }
+    let meta_json = serde_json::to_string(&meta).map_err(|e| encode(e.to_string()))?;
 
     let mut tensors: Vec<(String, CpuTensor)> =
         Vec::with_capacity(model_tensors.len() + optim_tensors.len());
@@ -313,9 +188,10 @@ pub fn save(
         .iter()
         .map(|(n, t)| ("model.", n, t))
         .chain(optim_tensors.iter().map(|(n, t)| ("optim.", n, t)));
+    let mut seen = HashSet::new();
     for (prefix, name, t) in prefixed {
         let name = format!("{prefix}{name}");
-        if tensors.iter().any(|(n, _)| *n == name) {
+        if !seen.insert(name.clone()) {
             return Err(CheckpointError::Tensor {
                 path: path.clone(),
                 name,
@@ -339,12 +215,11 @@ pub fn save(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         Some(metadata),
     )
-    .map_err(|e| corrupt(format!("cannot encode: {e}")))?;
+    .map_err(|e| encode(e.to_string()))?;
     drop(tensors);
     atomic_write(&path, &bytes)?;
 
-    let mut sidecar =
-        serde_json::to_value(&meta).map_err(|e| corrupt(format!("cannot encode metadata: {e}")))?;
+    let mut sidecar = serde_json::to_value(&meta).map_err(|e| encode(e.to_string()))?;
     if let Some(obj) = sidecar.as_object_mut() {
         obj.remove("callback_states");
     }
@@ -436,6 +311,8 @@ pub fn load(path: &Path) -> Result<LoadedCheckpoint, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
+    use safetensors::tensor::Dtype;
 
     fn meta() -> CheckpointMeta {
         CheckpointMeta {
@@ -461,7 +338,9 @@ mod tests {
         }
     }
 
-    fn tensors() -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+    type Named = Vec<(String, Tensor)>;
+
+    fn tensors() -> (Named, Named) {
         let dev = Device::Cpu;
         let w = Tensor::new(
             &[[1.5f32, -0.0, f32::MIN_POSITIVE], [3.0, 1e-30, -7.25]],
@@ -637,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_tensor_names_are_refused() {
+    fn unencodable_checkpoints_are_refused_before_writing() {
         let dir = tempfile::tempdir().unwrap();
         let (model, _) = tensors();
         let twice = [model.clone(), model].concat();
@@ -647,6 +526,19 @@ mod tests {
         assert!(
             err.contains("`model.fc0.weight`") && err.contains("used twice"),
             "{err}"
+        );
+        let nan = CheckpointMeta {
+            lr: f64::NAN,
+            ..meta()
+        };
+        let err = save(dir.path(), "n", &nan, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("learning rate NaN is not finite"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
         );
     }
 }

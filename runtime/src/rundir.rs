@@ -105,8 +105,20 @@ pub struct JsonLines {
 }
 
 impl JsonLines {
-    /// Opens `path` for appending, creating it if missing.
+    /// Opens `path` for appending, creating it if missing. A torn last line (a crash in the
+    /// middle of a write) is cut off first, so new lines never glue onto it.
     pub fn open_append(path: &Path) -> Result<Self, RunDirError> {
+        if let Ok(bytes) = fs::read(path) {
+            if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+                let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| RunDirError::io("cannot open", path, e))?;
+                f.set_len(keep as u64)
+                    .map_err(|e| RunDirError::io("cannot truncate", path, e))?;
+            }
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,11 +141,16 @@ impl JsonLines {
             .map_err(|e| RunDirError::io("cannot write", &self.path, e))
     }
 
-    /// Flushes buffered lines to the file and the disk.
+    /// Hands buffered lines to the operating system (they survive the process being killed).
     pub fn flush(&mut self) -> Result<(), RunDirError> {
         self.file
             .flush()
-            .map_err(|e| RunDirError::io("cannot write", &self.path, e))?;
+            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+    }
+
+    /// Flushes and waits until the lines are on disk (they survive a power cut).
+    pub fn sync(&mut self) -> Result<(), RunDirError> {
+        self.flush()?;
         self.file
             .get_ref()
             .sync_data()
@@ -143,6 +160,20 @@ impl JsonLines {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Removes temp files left by writes that a crash interrupted (see [`atomic_write`]).
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -189,6 +220,20 @@ mod tests {
         let path = dir.path().join("missing").join("x.json");
         let err = atomic_write(&path, b"x").unwrap_err();
         assert!(err.to_string().contains("cannot create"), "{err}");
+    }
+
+    #[test]
+    fn appending_after_a_torn_line_cuts_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        fs::write(&path, b"{\"epoch\":0}\n{\"epo").unwrap();
+        let mut lines = JsonLines::open_append(&path).unwrap();
+        lines.append(&serde_json::json!({"epoch": 1})).unwrap();
+        lines.flush().unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"epoch\":0}\n{\"epoch\":1}\n"
+        );
     }
 
     #[test]

@@ -179,7 +179,10 @@ struct Run {
     host: CallbackHost,
     files: Files,
     info: RunInfo,
+    /// The current epoch's index (after the loop: the number of epochs run).
     epoch: u32,
+    /// Epochs fully trained and validated: where a resume from the next checkpoint starts.
+    epochs_done: u32,
     step: u64,
     stop: Option<String>,
     known_tags: BTreeSet<String>,
@@ -239,6 +242,8 @@ impl Run {
                 });
             }
             let ckpt = checkpoint::load(&path)?;
+            crate::rundir::remove_stale_temp_files(&run_dir);
+            crate::rundir::remove_stale_temp_files(&checkpoints);
             model.load_tensors(&ckpt.model)?;
             optimizer.load_state(&ckpt.optimizer)?;
             optimizer.set_lr(ckpt.meta.lr);
@@ -259,6 +264,11 @@ impl Run {
         std::fs::create_dir_all(&checkpoints)
             .map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
         atomic_write_json(&run_dir.join("config.json"), &config)?;
+        if resume {
+            // A crash after an epoch's metrics line but before its checkpoint leaves lines for
+            // epochs that will run again: keep only the epochs the checkpoint holds.
+            drop_metrics_from(&run_dir.join("metrics.jsonl"), epoch)?;
+        }
         let files = Files {
             metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
             events: JsonLines::open_append(&run_dir.join("events.jsonl"))?,
@@ -296,6 +306,7 @@ impl Run {
             files,
             info,
             epoch,
+            epochs_done: epoch,
             step,
             stop: None,
             known_tags,
@@ -330,7 +341,7 @@ impl Run {
         // The end is reported and the final checkpoint written whatever happened above.
         let end = Event::TrainEnd(TrainEndInfo {
             outcome: outcome.clone(),
-            epoch: self.epoch,
+            epoch: self.epochs_done,
             step: self.step,
         });
         let end_result = self
@@ -344,14 +355,14 @@ impl Run {
         let summary = RunSummary {
             outcome: name.into(),
             reason,
-            epochs_completed: self.epoch,
+            epochs_completed: self.epochs_done,
             steps: self.step,
             final_metrics: self.last_metrics.clone(),
             run_dir: self.run_dir.clone(),
             wall_time_s: started.elapsed().as_secs_f64(),
             callbacks: self.host.reports(),
         };
-        self.flush()?;
+        self.flush(true)?;
         atomic_write_json(&self.run_dir.join("summary.json"), &summary)?;
         end_result?;
         Ok(summary)
@@ -499,6 +510,8 @@ impl Run {
         values: [f64; 6],
         observer: &mut dyn Observer,
     ) -> Result<(), TrainError> {
+        // The epoch's training and validation are done: checkpoints from here on hold it.
+        self.epochs_done = epoch + 1;
         self.emit(
             &Event::EpochEnd(EpochMetrics {
                 epoch,
@@ -507,9 +520,6 @@ impl Run {
             }),
             observer,
         )?;
-        // The epoch is complete once its end has been delivered: the `last` checkpoint and the
-        // metrics line both describe it.
-        self.epoch = epoch + 1;
         let mut line = Map::new();
         line.insert("epoch".into(), json!(epoch));
         line.insert("step".into(), json!(self.step));
@@ -525,13 +535,17 @@ impl Run {
         self.files.metrics.append(&line)?;
         observer.epoch_done(epoch, &line);
         self.last_metrics = line;
-        if self.epoch % self.config.checkpoint_every == 0
-            && self.epoch < self.config.epochs
+        // Logs reach the OS before the checkpoint that covers them, so a crash never leaves a
+        // checkpoint whose epoch has no metrics line.
+        self.flush(false)?;
+        if self.epochs_done % self.config.checkpoint_every == 0
+            && self.epochs_done < self.config.epochs
             && self.stop.is_none()
         {
             self.save_checkpoint(LAST_TAG, observer, true)?;
         }
-        self.flush()
+        self.epoch = epoch + 1;
+        Ok(())
     }
 
     /// Delivers an event, records it if anyone received it, and applies the answers.
@@ -647,7 +661,13 @@ impl Run {
         }
         if let Some(stop) = set.stop.take() {
             if self.stop.is_none() {
-                self.stop = Some(format!("{}: {}", stop.callback, stop.value));
+                // Callbacks often name themselves in their reason already; say it once.
+                let own = format!("{}:", stop.callback);
+                self.stop = Some(if stop.value.starts_with(&own) {
+                    stop.value.clone()
+                } else {
+                    format!("{} {}", own, stop.value)
+                });
             }
         }
         for record in set.records() {
@@ -671,7 +691,7 @@ impl Run {
         let meta = CheckpointMeta {
             format_version: checkpoint::FORMAT_VERSION,
             tag: tag.to_string(),
-            epoch: self.epoch,
+            epoch: self.epochs_done,
             step: self.step,
             lr: self.optimizer.lr(),
             model: self.model.describe(),
@@ -702,7 +722,8 @@ impl Run {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), TrainError> {
+    /// Hands the logs to the OS; with `durable`, also waits for the disk.
+    fn flush(&mut self, durable: bool) -> Result<(), TrainError> {
         for f in [
             &mut self.files.metrics,
             &mut self.files.events,
@@ -710,10 +731,35 @@ impl Run {
             &mut self.files.faults,
             &mut self.files.log,
         ] {
-            f.flush()?;
+            if durable { f.sync()? } else { f.flush()? }
         }
         Ok(())
     }
+}
+
+/// Rewrites `metrics.jsonl` without the lines of epochs `from` and later.
+fn drop_metrics_from(path: &Path, from: u32) -> Result<(), RunDirError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let lines: Vec<Value> = crate::rundir::read_json_lines(path)?;
+    let keep: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["epoch"].as_u64().is_some_and(|e| e < u64::from(from)))
+        .collect();
+    if keep.len() == lines.len()
+        && std::fs::read(path)
+            .map(|b| b.ends_with(b"\n"))
+            .unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for l in keep {
+        text.push_str(&l.to_string());
+        text.push('\n');
+    }
+    crate::rundir::atomic_write(path, text.as_bytes())
 }
 
 /// Tags of the checkpoints already in a run directory.

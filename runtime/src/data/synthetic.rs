@@ -3,7 +3,8 @@
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
-use super::{DataError, Dataset, ImageShape, PURPOSE_SYNTHETIC, keyed_rng, unit_f64};
+use super::shuffle::{PURPOSE_SYNTHETIC, keyed_rng, unit_f64};
+use super::{DataError, Dataset, ImageShape};
 
 /// Largest `samples * features` a synthetic dataset may have (4 GiB of f32).
 const MAX_SYNTHETIC_ELEMENTS: usize = 1 << 30;

@@ -7,8 +7,10 @@ use candle_core::{DType, Tensor};
 use super::{OptimError, Optimizer, OptimizerSpec, Param, ParamState, step_tensor};
 
 impl Optimizer {
-    /// The state to checkpoint (`step` on the CPU, the rest on the parameters' device), named `step`, `momentum.<param>` (SGD) or `m.<param>`/`v.<param>`
-    /// (AdamW). The tensors are snapshots: later steps replace, never mutate, them.
+    /// The state to checkpoint: `step` (a `[1]` I64 CPU tensor), then per parameter
+    /// `momentum.<param>` (SGD with momentum, once a gradient was seen) or `m.<param>` and
+    /// `v.<param>` (AdamW), on the parameters' device. The tensors are snapshots: later steps
+    /// replace them rather than write into them.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("step".to_string(), self.step_tensor.clone())];
         for p in &self.params {
@@ -104,6 +106,7 @@ fn fetch_state(
     Ok(Some(t.to_device(p.var.device())?))
 }
 
+/// The step count from the `step` state tensor.
 fn read_step(tensors: &HashMap<String, Tensor>) -> Result<u64, OptimError> {
     let t = tensors
         .get("step")

@@ -91,14 +91,14 @@ impl Observer for Console {
             return;
         }
         eprintln!(
-            "training {} ({} parameters) on {}: {} train / {} validation samples, epochs {}..{}, batch {}, {} lr {}",
+            "training {} ({} parameters) on {}: {} train / {} validation samples, epochs {} to {}, batch {}, {} lr {}",
             info.model,
             info.parameter_count,
             info.dataset,
             info.train_samples,
             info.validation_samples,
-            info.start_epoch + 1,
-            info.epochs,
+            info.start_epoch,
+            info.epochs - 1,
             info.batch_size,
             info.optimizer,
             info.initial_lr
@@ -118,7 +118,7 @@ impl Observer for Console {
         if let Some(bar) = &self.bar {
             if batch == 0 {
                 bar.reset();
-                bar.set_prefix(format!("{}/{}", epoch + 1, self.epochs));
+                bar.set_prefix(format!("{epoch} of {}", self.epochs));
             }
             bar.set_position(u64::from(batch) + 1);
         }
@@ -161,7 +161,7 @@ impl Observer for Console {
             "[{}] fault during {} at epoch {} step {}: {}: {} ({})",
             fault.callback,
             fault.during,
-            fault.epoch + 1,
+            fault.epoch,
             fault.step,
             fault.kind,
             fault.message,

@@ -1,0 +1,268 @@
+//! Callback dispatch and end-to-end training cost. Prints markdown tables of medians.
+//!
+//!     cargo bench -p trainrt --bench dispatch
+//!
+//! Each figure is the median of several timed batches of calls, measured in one process so
+//! ratios between rows are meaningful on a noisy machine.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{WatGuest, kind};
+use trainrt::contract::{BatchMetrics, Decision, EpochMetrics, RunInfo};
+use trainrt::events::Event;
+use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::trainer::{Observer, Quiet, RunRequest};
+use trainrt::{Sandbox, TrainConfig};
+
+const ROUNDS: usize = 15;
+
+/// Median nanoseconds per call of `f`, over ROUNDS rounds of `n` calls.
+fn median_ns(n: u32, mut f: impl FnMut(u32)) -> f64 {
+    for i in 0..n.min(1000) {
+        f(i); // warm up
+    }
+    let mut samples: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            for i in 0..n {
+                f(i);
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[ROUNDS / 2]
+}
+
+fn run_info(metrics: usize) -> RunInfo {
+    let mut names: Vec<String> = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        .map(String::from)
+        .to_vec();
+    names.extend((4..metrics).map(|i| format!("metric_{i}")));
+    RunInfo {
+        run_name: "bench".into(),
+        model: "mlp(64-128-10)".into(),
+        parameter_count: 9610,
+        dataset: "digits".into(),
+        train_samples: 1438,
+        validation_samples: 359,
+        epochs: 1_000_000,
+        batch_size: 32,
+        batches_per_epoch: 45,
+        optimizer: "sgd".into(),
+        initial_lr: 0.05,
+        seed: 42,
+        metric_names: names,
+        start_epoch: 0,
+        start_step: 0,
+    }
+}
+
+fn batch_end(step: u64) -> Event {
+    Event::BatchEnd(BatchMetrics {
+        epoch: 0,
+        batch: 0,
+        step,
+        loss: 0.5,
+        accuracy: 0.9,
+        lr: 0.05,
+        grad_norm: 1.0,
+    })
+}
+
+fn host(sandbox: &Arc<Sandbox>, specs: &[String], metrics: usize) -> CallbackHost {
+    let options: Vec<CallbackOptions> = specs
+        .iter()
+        .map(|s| CallbackOptions::new(s.parse().expect("spec")))
+        .collect();
+    let mut host = CallbackHost::start(sandbox.clone(), &options).expect("callbacks start");
+    host.dispatch(&Event::TrainStart(run_info(metrics)));
+    host
+}
+
+fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
+    let noop = WatGuest::new(&[kind::BATCH_END, kind::EPOCH_END]).write(dir, "noop");
+    let epoch_only = WatGuest::new(&[kind::EPOCH_END]).write(dir, "noop-epoch-only");
+    let noop = noop.to_string_lossy().into_owned();
+    let epoch_only = epoch_only.to_string_lossy().into_owned();
+
+    println!("| per event | 4 metrics (ns) | 16 metrics (ns) |");
+    println!("|---|---|---|");
+    // The floor: a native Rust closure receiving the same event.
+    let mut native: Box<dyn FnMut(&Event) -> Vec<Decision>> = Box::new(|e| {
+        if let Event::BatchEnd(m) = e {
+            if m.loss.is_nan() {
+                return vec![Decision::StopTraining("nan".into())];
+            }
+        }
+        Vec::new()
+    });
+    let ns = median_ns(200_000, |i| {
+        black_box(native(black_box(&batch_end(u64::from(i)))));
+    });
+    println!("| native closure, batch-end | {ns:.0} | {ns:.0} |");
+    let rows: [(&str, Vec<String>, bool); 6] = [
+        ("no-op component, batch-end", vec![noop.clone()], true),
+        (
+            "unsubscribed batch-end (no guest call)",
+            vec![epoch_only.clone()],
+            true,
+        ),
+        (
+            "terminate-on-nan, batch-end",
+            vec!["terminate-on-nan".into()],
+            true,
+        ),
+        (
+            "lr-schedule per step, batch-end",
+            vec!["lr-schedule:per=step,schedule=constant".into()],
+            true,
+        ),
+        ("no-op component, epoch-end", vec![noop.clone()], false),
+        (
+            "early-stopping, epoch-end",
+            vec!["early-stopping:patience=1000000,monitor=val_loss".into()],
+            false,
+        ),
+    ];
+    for (label, specs, per_batch) in rows {
+        let mut cells = Vec::new();
+        for metrics in [4usize, 16] {
+            let mut h = host(sandbox, &specs, metrics);
+            let values: Vec<f64> = (0..metrics).map(|i| i as f64 * 0.1).collect();
+            let ns = if per_batch {
+                median_ns(50_000, |i| {
+                    black_box(h.dispatch(&batch_end(u64::from(i))));
+                })
+            } else {
+                median_ns(20_000, |i| {
+                    let e = Event::EpochEnd(EpochMetrics {
+                        epoch: i,
+                        step: u64::from(i),
+                        values: values.clone(),
+                    });
+                    black_box(h.dispatch(&e));
+                })
+            };
+            cells.push(format!("{ns:.0}"));
+        }
+        println!("| {label} | {} | {} |", cells[0], cells[1]);
+    }
+}
+
+struct EpochTimer {
+    start: Instant,
+    epochs: Vec<Duration>,
+}
+
+impl Observer for EpochTimer {
+    fn batch_done(&mut self, _epoch: u32, batch: u32, _batches: u32) {
+        if batch == 0 {
+            self.start = Instant::now();
+        }
+    }
+    fn epoch_done(&mut self, _epoch: u32, _metrics: &serde_json::Value) {
+        self.epochs.push(self.start.elapsed());
+    }
+}
+
+fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
+    let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
+    let six_bundled = [
+        "logger",
+        "early-stopping:patience=1000",
+        "model-checkpoint:save_best_only=true",
+        "lr-schedule:schedule=constant",
+        "reduce-lr-on-plateau:patience=1000",
+        "terminate-on-nan",
+    ];
+    println!("| data | callbacks | median epoch (ms) | vs none |");
+    println!("|---|---|---|---|");
+    for (data, epochs) in [
+        ("digits", 12u32),
+        ("synthetic:samples=60000,features=784,classes=10", 3),
+    ] {
+        let model = if data == "digits" {
+            "mlp"
+        } else {
+            "mlp:512,512"
+        };
+        let mut base = f64::NAN;
+        let setups: [(&str, Vec<String>); 3] = [
+            ("none", vec![]),
+            (
+                "six bundled",
+                six_bundled.iter().map(|s| s.to_string()).collect(),
+            ),
+            (
+                "six no-op, every batch",
+                (0..6)
+                    .map(|_| noop.to_string_lossy().into_owned())
+                    .collect(),
+            ),
+        ];
+        for (label, callbacks) in setups {
+            let mut config = TrainConfig {
+                data: data.into(),
+                model: model.into(),
+                epochs,
+                ..TrainConfig::default()
+            };
+            for c in &callbacks {
+                config.push_callback(c);
+            }
+            let run_dir = dir
+                .join(format!("{}-{label}", data.len()))
+                .join(label.replace(' ', "-"));
+            let mut timer = EpochTimer {
+                start: Instant::now(),
+                epochs: Vec::new(),
+            };
+            trainrt::train(
+                sandbox.clone(),
+                RunRequest {
+                    config,
+                    run_dir,
+                    resume: false,
+                },
+                &mut timer,
+            )
+            .expect("trains");
+            let mut ms: Vec<f64> = timer.epochs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            ms.sort_by(f64::total_cmp);
+            let median = ms[ms.len() / 2];
+            if label == "none" {
+                base = median;
+            }
+            let short = if data == "digits" {
+                "digits, mlp 64-128-10"
+            } else {
+                "synthetic 60k x 784, mlp 784-512-512-10"
+            };
+            println!(
+                "| {short} | {label} | {median:.2} | {:+.1}% |",
+                (median / base - 1.0) * 100.0
+            );
+        }
+    }
+    let _ = Quiet;
+}
+
+fn main() {
+    if std::env::var("RAYON_NUM_THREADS").is_err() {
+        eprintln!(
+            "note: RAYON_NUM_THREADS is unset; candle is much slower so (the CLI sets it itself)"
+        );
+    }
+    let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("## Dispatch\n");
+    dispatch_table(&sandbox, dir.path());
+    println!("\n## End to end\n");
+    end_to_end_table(&sandbox, dir.path());
+}

@@ -1,0 +1,84 @@
+//! Tensor bytes for safetensors, and the checksum that guards them.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, View};
+
+use super::CheckpointError;
+
+/// Tensor bytes on the CPU, ready for safetensors.
+pub(super) struct CpuTensor {
+    pub(super) dtype: Dtype,
+    pub(super) shape: Vec<usize>,
+    pub(super) bytes: Vec<u8>,
+}
+
+impl View for &CpuTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn le_bytes<T: candle_core::WithDType, const N: usize>(
+    t: &Tensor,
+    f: fn(T) -> [u8; N],
+) -> candle_core::Result<Vec<u8>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<T>()?
+        .into_iter()
+        .flat_map(f)
+        .collect())
+}
+
+pub(super) fn to_cpu(path: &Path, name: &str, t: &Tensor) -> Result<CpuTensor, CheckpointError> {
+    let err = |reason: String| CheckpointError::Tensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        reason,
+    };
+    let t = t.to_device(&Device::Cpu).map_err(|e| err(e.to_string()))?;
+    let (dtype, bytes) = match t.dtype() {
+        DType::F32 => (Dtype::F32, le_bytes(&t, f32::to_le_bytes)),
+        DType::F64 => (Dtype::F64, le_bytes(&t, f64::to_le_bytes)),
+        DType::I64 => (Dtype::I64, le_bytes(&t, i64::to_le_bytes)),
+        DType::U32 => (Dtype::U32, le_bytes(&t, u32::to_le_bytes)),
+        DType::U8 => (Dtype::U8, le_bytes(&t, u8::to_le_bytes)),
+        other => {
+            return Err(err(format!(
+                "dtype {other:?} is not supported in checkpoints"
+            )));
+        }
+    };
+    Ok(CpuTensor {
+        dtype,
+        shape: t.dims().to_vec(),
+        bytes: bytes.map_err(|e| err(e.to_string()))?,
+    })
+}
+
+/// CRC-32 over the metadata JSON and each tensor's name, dtype, shape and bytes, in name order.
+pub(super) fn checksum<'a>(
+    meta_json: &str,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by_key(|t| t.0);
+    let mut crc = flate2::Crc::new();
+    crc.update(meta_json.as_bytes());
+    for (name, dtype, shape, bytes) in sorted {
+        crc.update(format!("\n{name}:{dtype:?}:{shape:?}\n").as_bytes());
+        crc.update(bytes);
+    }
+    format!("{:08x}", crc.sum())
+}
