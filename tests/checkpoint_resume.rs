@@ -1,4 +1,5 @@
 //! Checkpoints and resume: a resumed run continues exactly, callback state included.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

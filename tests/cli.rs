@@ -1,5 +1,6 @@
 //! The `trainrt` command line: the happy paths a user follows, and every usage error prints a
 //! clear `trainrt: ...` message and exits 2.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Decisions: validated, applied at fixed points, recorded; Keras semantics of the bundled
 //! callbacks checked on replayed metric sequences.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

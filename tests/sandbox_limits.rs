@@ -1,5 +1,6 @@
 //! Sandbox limits and fault policy: a faulting callback is contained, recorded with the right
 //! kind, and — having issued no valid decision — leaves the weights bitwise untouched.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

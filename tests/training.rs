@@ -1,4 +1,5 @@
 //! Real training with real (bundled) guests through the host.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

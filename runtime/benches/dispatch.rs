@@ -94,13 +94,10 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     println!("| per event | 4 metrics (ns) | 16 metrics (ns) |");
     println!("|---|---|---|");
     // The floor: a native Rust closure receiving the same event.
-    let mut native: Box<dyn FnMut(&Event) -> Vec<Decision>> = Box::new(|e| {
-        if let Event::BatchEnd(m) = e {
-            if m.loss.is_nan() {
-                return vec![Decision::StopTraining("nan".into())];
-            }
-        }
-        Vec::new()
+    type NativeCallback = Box<dyn FnMut(&Event) -> Vec<Decision>>;
+    let mut native: NativeCallback = Box::new(|e| match e {
+        Event::BatchEnd(m) if m.loss.is_nan() => vec![Decision::StopTraining("nan".into())],
+        _ => Vec::new(),
     });
     let ns = median_ns(200_000, |i| {
         black_box(native(black_box(&batch_end(u64::from(i)))));

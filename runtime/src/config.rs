@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_setting() {
-        let cases: [(fn(&mut TrainConfig), &str); 6] = [
+        type Mutation = fn(&mut TrainConfig);
+        let cases: [(Mutation, &str); 6] = [
             (|c| c.epochs = 0, "epochs"),
             (|c| c.lr = -1.0, "lr"),
             (|c| c.optimizer = "adam2".into(), "optimizer"),

@@ -108,16 +108,17 @@ impl JsonLines {
     /// Opens `path` for appending, creating it if missing. A torn last line (a crash in the
     /// middle of a write) is cut off first, so new lines never glue onto it.
     pub fn open_append(path: &Path) -> Result<Self, RunDirError> {
-        if let Ok(bytes) = fs::read(path) {
-            if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
-                let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| RunDirError::io("cannot open", path, e))?;
-                f.set_len(keep as u64)
-                    .map_err(|e| RunDirError::io("cannot truncate", path, e))?;
-            }
+        if let Ok(bytes) = fs::read(path)
+            && !bytes.is_empty()
+            && bytes.last() != Some(&b'\n')
+        {
+            let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| RunDirError::io("cannot open", path, e))?;
+            f.set_len(keep as u64)
+                .map_err(|e| RunDirError::io("cannot truncate", path, e))?;
         }
         let file = OpenOptions::new()
             .create(true)

@@ -232,7 +232,7 @@ impl GuestState {
             .allow_ip_name_lookup(false)
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .insecure_random_seed(0x7472_6169_6e72_74);
+            .insecure_random_seed(0x0074_7261_696e_7274);
         Self {
             capture_stdio: false,
             memory_cap: limits.memory_bytes,

@@ -538,7 +538,9 @@ impl Run {
         // Logs reach the OS before the checkpoint that covers them, so a crash never leaves a
         // checkpoint whose epoch has no metrics line.
         self.flush(false)?;
-        if self.epochs_done % self.config.checkpoint_every == 0
+        if self
+            .epochs_done
+            .is_multiple_of(self.config.checkpoint_every)
             && self.epochs_done < self.config.epochs
             && self.stop.is_none()
         {
@@ -659,16 +661,16 @@ impl Run {
         if set.end_epoch {
             self.end_epoch_requested = true;
         }
-        if let Some(stop) = set.stop.take() {
-            if self.stop.is_none() {
-                // Callbacks often name themselves in their reason already; say it once.
-                let own = format!("{}:", stop.callback);
-                self.stop = Some(if stop.value.starts_with(&own) {
-                    stop.value.clone()
-                } else {
-                    format!("{} {}", own, stop.value)
-                });
-            }
+        if let Some(stop) = set.stop.take()
+            && self.stop.is_none()
+        {
+            // Callbacks often name themselves in their reason already; say it once.
+            let own = format!("{}:", stop.callback);
+            self.stop = Some(if stop.value.starts_with(&own) {
+                stop.value.clone()
+            } else {
+                format!("{} {}", own, stop.value)
+            });
         }
         for record in set.records() {
             self.files.decisions.append(record)?;
