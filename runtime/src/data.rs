@@ -243,8 +243,10 @@ pub enum LabelColumn {
 ///   label `0..K`; the class count is the largest label + 1. A first row with any non-numeric
 ///   field is a header. A `.gz` path is decompressed. Blank lines are skipped.
 /// - `synthetic[:samples=N,features=F,classes=C,seed=S,noise=X]`: Gaussian blobs around class
-///   centres drawn uniformly from [-2, 2]^F; example `i` has class `i % C`. When `F` is a perfect
-///   square `s*s` the examples are also `1 x s x s` images, so `features=784` mimics MNIST.
+///   centres drawn uniformly from [-8/sqrt(F), 8/sqrt(F)]^F, about 6.5 noise standard deviations
+///   apart for any F (so `noise` alone sets the difficulty); example `i` has class `i % C`. When
+///   `F` is a perfect square `s*s` the examples are also `1 x s x s` images, so `features=784`
+///   mimics MNIST.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum DataSpec {
     /// The embedded UCI digits dataset.

@@ -1,4 +1,25 @@
 //! trainrt: a training runtime whose callbacks are sandboxed WebAssembly components.
+//!
+//! A candle trainer emits lifecycle events (see `wit/callbacks.wit`) to callbacks that run in
+//! wasmtime, one store each; callbacks answer with decisions that the host validates and applies
+//! at fixed points. Embedding it takes one shared [`Sandbox`] per process:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use trainrt::{RunRequest, Sandbox, TrainConfig, trainer::Quiet};
+//!
+//! let sandbox = Arc::new(Sandbox::new()?); // engine + linker: once per process
+//! let mut config = TrainConfig::default(); // an MLP on the embedded digits dataset
+//! config.push_callback("early-stopping:patience=3");
+//! config.push_callback("logger");
+//! let request = RunRequest { config, run_dir: "runs/example".into(), resume: false };
+//! let summary = trainrt::train(sandbox, request, &mut Quiet)?; // a store per callback per run
+//! println!("{} after {} epochs", summary.outcome, summary.epochs_completed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Set `RAYON_NUM_THREADS` before training (the CLI's `--threads` does): candle re-probes the CPU
+//! topology on every matmul when it is unset.
 
 pub mod bundled;
 pub mod callback;

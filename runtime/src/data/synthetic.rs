@@ -93,8 +93,11 @@ fn approx_normal(rng: &mut ChaCha8Rng) -> f32 {
 pub(super) fn generate(spec: &SyntheticSpec) -> Dataset {
     let (n, f, c) = (spec.samples, spec.features, spec.classes);
     let mut rng = keyed_rng(spec.seed, PURPOSE_SYNTHETIC, 0);
+    // Centres uniform in [-r, r]^F with r = 8/sqrt(F) are on average 8*sqrt(2/3) ~ 6.5 noise
+    // standard deviations apart whatever F is, so difficulty depends on `noise`, not on F.
+    let r = 8.0 / (f as f64).sqrt();
     let centres: Vec<f32> = (0..c * f)
-        .map(|_| (unit_f64(&mut rng) * 4.0 - 2.0) as f32)
+        .map(|_| ((unit_f64(&mut rng) * 2.0 - 1.0) * r) as f32)
         .collect();
     let mut features = Vec::with_capacity(n * f);
     let mut labels = Vec::with_capacity(n);
