@@ -329,3 +329,73 @@ fn init_that_rejects_its_config_or_loops_is_a_clear_start_error() {
         "{err}"
     );
 }
+
+/// A guest built for wasm32-wasip2 (a component importing WASI, as other languages' guests do)
+/// runs under deny-by-default WASI and decides exactly as the same code built without WASI.
+#[test]
+fn a_wasi_p2_guest_runs_and_decides_like_its_core_twin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasip2-guests");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "early-stopping",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building a wasm32-wasip2 guest failed (rustup target add wasm32-wasip2)"
+    );
+    let wasm = target_dir.join("wasm32-wasip2/guest/early_stopping.wasm");
+
+    let compiled = trainrt::CompiledCallback::new(
+        &sandbox(),
+        "wasi-early-stopping",
+        &std::fs::read(&wasm).unwrap(),
+    )
+    .expect("a WASI-p2 component is accepted");
+    let report = trainrt::inspect::report(&sandbox(), compiled.component());
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|(name, _)| name.starts_with("wasi:")),
+        "expected WASI imports: {:?}",
+        report.imports
+    );
+
+    let params = "patience=1,min_delta=100";
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = [
+        format!("{}:{params}", wasm.display()),
+        format!("early-stopping:{params}"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, spec)| {
+        let run = dir.path().join(format!("r{i}"));
+        let mut config = quick_config(6);
+        config.push_callback(spec);
+        let summary = train(config, &run);
+        (
+            summary.outcome,
+            summary.epochs_completed,
+            weights(&run, "last"),
+        )
+    })
+    .collect();
+    assert_eq!(runs[0].0, "stopped");
+    assert_eq!(runs[0], runs[1]);
+    assert!(fault_kinds(&dir.path().join("r0")).is_empty());
+}
