@@ -15,18 +15,17 @@ use candle_core::{D, Tensor};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::checkpoint::{self, CallbackState, CheckpointMeta};
 use crate::config::{ConfigError, TrainConfig};
 use crate::contract::{
-    BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo,
+    BatchInfo, BatchMetrics, EpochInfo, EpochMetrics, EventKind, FaultInfo,
     FaultKind as EventFaultKind, Outcome, RunInfo, TrainEndInfo, ValidationMetrics,
 };
-use crate::data::{self, DataSpec, DeviceData};
-use crate::decision::{DecisionSet, LAST_TAG};
+use crate::data::{self, DeviceData};
+use crate::decision::LAST_TAG;
 use crate::events::Event;
 use crate::host::{CallbackHost, CallbackReport, FaultRecord};
-use crate::model::{Model, ModelSpec};
-use crate::optim::{Optimizer, OptimizerSpec};
+use crate::model::Model;
+use crate::optim::Optimizer;
 use crate::rundir::{JsonLines, RunDirError, atomic_write_json};
 use crate::sandbox::{LogLine, Sandbox};
 
@@ -203,120 +202,10 @@ struct EpochTotals {
     non_finite_reported: bool,
 }
 
+mod answers;
+mod setup;
+
 impl Run {
-    fn prepare(sandbox: Arc<Sandbox>, request: RunRequest) -> Result<Self, TrainError> {
-        let RunRequest {
-            config,
-            run_dir,
-            resume,
-        } = request;
-        config.validate()?;
-        let checkpoints = run_dir.join("checkpoints");
-        if !resume && run_dir.join("config.json").exists() {
-            return Err(TrainError::RunDirExists(run_dir));
-        }
-        let spec =
-            crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid {
-                field: "device",
-                message,
-            })?;
-        let device = crate::device::open(spec)?;
-        let data_spec: DataSpec = config.data.parse()?;
-        let dataset = data_spec.load()?;
-        let (train_set, val_set) = data::split(&dataset, config.val_fraction, config.seed)?;
-        let model_spec: ModelSpec = config.model.parse()?;
-        let model = Model::new(&model_spec, dataset.shape(), config.seed, &device)?;
-        let opt_spec: OptimizerSpec = config.optimizer.parse()?;
-        let mut optimizer = Optimizer::new(opt_spec, model.vars(), config.lr)?;
-
-        let mut epoch = 0;
-        let mut step = 0;
-        let mut resumed_states = Vec::new();
-        let mut known_tags = existing_tags(&checkpoints);
-        if resume {
-            let path = checkpoints.join(format!("{LAST_TAG}.safetensors"));
-            if !path.exists() {
-                return Err(TrainError::Resume {
-                    path: run_dir,
-                    message: "it has no checkpoints/last.safetensors yet".into(),
-                });
-            }
-            let ckpt = checkpoint::load(&path)?;
-            crate::rundir::remove_stale_temp_files(&run_dir);
-            crate::rundir::remove_stale_temp_files(&checkpoints);
-            model.load_tensors(&ckpt.model)?;
-            optimizer.load_state(&ckpt.optimizer)?;
-            optimizer.set_lr(ckpt.meta.lr);
-            epoch = ckpt.meta.epoch;
-            step = ckpt.meta.step;
-            resumed_states = ckpt
-                .meta
-                .callback_states
-                .iter()
-                .map(|s| (s.name.clone(), s.state.clone()))
-                .collect();
-        }
-        known_tags.remove(LAST_TAG);
-
-        let host = CallbackHost::start(sandbox, &config.callback_options()?)?;
-        // Only now that everything the user gave us has been checked does the run directory
-        // appear: a run that cannot start leaves nothing behind.
-        std::fs::create_dir_all(&checkpoints)
-            .map_err(|e| RunDirError::io("cannot create run directory", &checkpoints, e))?;
-        atomic_write_json(&run_dir.join("config.json"), &config)?;
-        if resume {
-            // A crash after an epoch's metrics line but before its checkpoint leaves lines for
-            // epochs that will run again: keep only the epochs the checkpoint holds.
-            drop_metrics_from(&run_dir.join("metrics.jsonl"), epoch)?;
-        }
-        let files = Files {
-            metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
-            events: JsonLines::open_append(&run_dir.join("events.jsonl"))?,
-            decisions: JsonLines::open_append(&run_dir.join("decisions.jsonl"))?,
-            faults: JsonLines::open_append(&run_dir.join("faults.jsonl"))?,
-            log: JsonLines::open_append(&run_dir.join("log.jsonl"))?,
-        };
-        let batch = config.batch_size as usize;
-        let info = RunInfo {
-            run_name: config.name.clone(),
-            model: model.describe(),
-            parameter_count: model.parameter_count() as u64,
-            dataset: dataset.name().to_string(),
-            train_samples: train_set.len() as u64,
-            validation_samples: val_set.len() as u64,
-            epochs: config.epochs,
-            batch_size: config.batch_size,
-            batches_per_epoch: train_set.len().div_ceil(batch) as u32,
-            optimizer: config.optimizer.clone(),
-            initial_lr: config.lr,
-            seed: config.seed,
-            metric_names: METRIC_NAMES.iter().map(|s| s.to_string()).collect(),
-            start_epoch: epoch,
-            start_step: step,
-        };
-        Ok(Self {
-            train_labels: train_set.labels().to_vec(),
-            train: DeviceData::new(&train_set, &device)?,
-            val: DeviceData::new(&val_set, &device)?,
-            config,
-            run_dir,
-            model,
-            optimizer,
-            host,
-            files,
-            info,
-            epoch,
-            epochs_done: epoch,
-            step,
-            stop: None,
-            known_tags,
-            end_epoch_requested: false,
-            custom_metrics: Map::new(),
-            last_metrics: Value::Null,
-            resumed_states,
-        })
-    }
-
     fn execute(&mut self, observer: &mut dyn Observer) -> Result<RunSummary, TrainError> {
         let started = Instant::now();
         observer.started(&self.info, &self.run_dir);
@@ -550,180 +439,6 @@ impl Run {
         Ok(())
     }
 
-    /// Delivers an event, records it if anyone received it, and applies the answers.
-    fn emit(&mut self, event: &Event, observer: &mut dyn Observer) -> Result<(), TrainError> {
-        let (delivered, answers) = self.host.dispatch(event);
-        if delivered {
-            self.files.events.append(event)?;
-        }
-        let mut set = DecisionSet::default();
-        for answer in answers {
-            for d in answer.decisions {
-                set.add(
-                    &answer.callback,
-                    event.kind(),
-                    event.epoch(),
-                    event.step(),
-                    d,
-                    &self.config.decisions,
-                    &self.known_tags,
-                );
-            }
-        }
-        if !set.is_empty() {
-            self.apply(set, event, observer)?;
-        }
-        self.after_dispatch(observer)
-    }
-
-    /// Forwards callback logs and faults; faults are also delivered as `fault` events.
-    fn after_dispatch(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
-        for (callback, line) in self.host.take_logs() {
-            observer.callback_log(&callback, &line);
-            self.files.log.append(&json!({"callback": callback, "level": format!("{:?}", line.level).to_lowercase(), "message": line.message}))?;
-        }
-        let faults = self.host.take_faults();
-        for fault in &faults {
-            observer.callback_fault(fault);
-            self.files.faults.append(fault)?;
-        }
-        for fault in faults {
-            let info = FaultInfo {
-                kind: EventFaultKind::CallbackFault,
-                message: format!(
-                    "{} faulted during {} ({}): {}; {}",
-                    fault.callback, fault.during, fault.kind, fault.message, fault.action
-                ),
-                epoch: fault.epoch,
-                step: fault.step,
-            };
-            // Faults raised while delivering a fault event are recorded but not re-announced,
-            // so a callback that faults on every fault cannot loop.
-            let (delivered, _answers) = self.host.dispatch(&Event::Fault(info.clone()));
-            if delivered {
-                self.files.events.append(&Event::Fault(info))?;
-            }
-            for f in self.host.take_faults() {
-                observer.callback_fault(&f);
-                self.files.faults.append(&f)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies validated decisions in a fixed order: metrics, saves, restore, learning rate,
-    /// validation, end of epoch, stop.
-    fn apply(
-        &mut self,
-        mut set: DecisionSet,
-        event: &Event,
-        observer: &mut dyn Observer,
-    ) -> Result<(), TrainError> {
-        for (name, value) in std::mem::take(&mut set.metrics) {
-            self.custom_metrics.insert(name, json_num(value));
-        }
-        let saves = std::mem::take(&mut set.saves);
-        for save in &saves {
-            // A checkpoint-saved answer may not save again: that could loop forever.
-            if matches!(event, Event::CheckpointSaved(_)) {
-                set.reject(
-                    save,
-                    "save-checkpoint is not allowed in answer to checkpoint-saved".into(),
-                );
-                continue;
-            }
-            if let Err(e) = self.save_checkpoint(&save.value, observer, true) {
-                set.reject(save, format!("saving failed: {}", crate::error_chain(&e)));
-            }
-        }
-        if let Some(restore) = set.restore.take() {
-            let path = self
-                .run_dir
-                .join("checkpoints")
-                .join(format!("{}.safetensors", restore.value));
-            match checkpoint::load(&path)
-                .map_err(TrainError::from)
-                .and_then(|c| Ok(self.model.load_tensors(&c.model)?))
-            {
-                Ok(()) => {}
-                Err(e) => set.reject(
-                    &restore,
-                    format!("restoring failed: {}", crate::error_chain(&e)),
-                ),
-            }
-        }
-        if let Some(lr) = set.lr.take() {
-            self.optimizer.set_lr(lr.value);
-        }
-        if set.validate_now && !matches!(event, Event::ValidationEnd(_) | Event::TrainEnd(_)) {
-            self.validate(observer)?;
-        }
-        if set.end_epoch {
-            self.end_epoch_requested = true;
-        }
-        if let Some(stop) = set.stop.take()
-            && self.stop.is_none()
-        {
-            // Callbacks often name themselves in their reason already; say it once.
-            let own = format!("{}:", stop.callback);
-            self.stop = Some(if stop.value.starts_with(&own) {
-                stop.value.clone()
-            } else {
-                format!("{} {}", own, stop.value)
-            });
-        }
-        for record in set.records() {
-            self.files.decisions.append(record)?;
-        }
-        Ok(())
-    }
-
-    fn take_end_epoch(&mut self) -> bool {
-        std::mem::take(&mut self.end_epoch_requested)
-    }
-
-    /// Writes a checkpoint with every callback's state and announces it.
-    fn save_checkpoint(
-        &mut self,
-        tag: &str,
-        observer: &mut dyn Observer,
-        announce: bool,
-    ) -> Result<(), TrainError> {
-        let states = self.host.snapshot_all(self.epoch, self.step);
-        let meta = CheckpointMeta {
-            format_version: checkpoint::FORMAT_VERSION,
-            tag: tag.to_string(),
-            epoch: self.epochs_done,
-            step: self.step,
-            lr: self.optimizer.lr(),
-            model: self.model.describe(),
-            optimizer: self.config.optimizer.clone(),
-            seed: self.config.seed,
-            callback_states: states
-                .into_iter()
-                .map(|(name, state)| CallbackState { name, state })
-                .collect(),
-            extra: json!({ "run": self.config.name }),
-        };
-        checkpoint::save(
-            &self.run_dir.join("checkpoints"),
-            tag,
-            &meta,
-            &self.model.tensors(),
-            &self.optimizer.state_tensors(),
-        )?;
-        self.known_tags.insert(tag.to_string());
-        if announce {
-            let info = CheckpointInfo {
-                tag: tag.to_string(),
-                epoch: self.epoch,
-                step: self.step,
-            };
-            self.emit(&Event::CheckpointSaved(info), observer)?;
-        }
-        Ok(())
-    }
-
     /// Hands the logs to the OS; with `durable`, also waits for the disk.
     fn flush(&mut self, durable: bool) -> Result<(), TrainError> {
         for f in [
@@ -737,48 +452,6 @@ impl Run {
         }
         Ok(())
     }
-}
-
-/// Rewrites `metrics.jsonl` without the lines of epochs `from` and later.
-fn drop_metrics_from(path: &Path, from: u32) -> Result<(), RunDirError> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let lines: Vec<Value> = crate::rundir::read_json_lines(path)?;
-    let keep: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["epoch"].as_u64().is_some_and(|e| e < u64::from(from)))
-        .collect();
-    if keep.len() == lines.len()
-        && std::fs::read(path)
-            .map(|b| b.ends_with(b"\n"))
-            .unwrap_or(true)
-    {
-        return Ok(());
-    }
-    let mut text = String::new();
-    for l in keep {
-        text.push_str(&l.to_string());
-        text.push('\n');
-    }
-    crate::rundir::atomic_write(path, text.as_bytes())
-}
-
-/// Tags of the checkpoints already in a run directory.
-fn existing_tags(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_suffix(".safetensors"))
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Correct predictions in a batch, compared on the host against labels we already hold.
