@@ -96,7 +96,9 @@ impl Run {
                 );
                 continue;
             }
-            if let Err(e) = self.save_checkpoint(&save.value, observer, true) {
+            // train-end is the last event a callback sees, so a save answering it is not announced.
+            let announce = !matches!(event, Event::TrainEnd(_));
+            if let Err(e) = self.save_checkpoint(&save.value, observer, announce) {
                 set.reject(save, format!("saving failed: {}", crate::error_chain(&e)));
             }
         }
