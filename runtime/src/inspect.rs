@@ -104,9 +104,12 @@ pub fn report(sandbox: &Sandbox, component: &Component) -> ComponentReport {
         .exports(engine)
         .map(|(n, e)| {
             let funcs = match e.ty {
-                ComponentItem::ComponentInstance(i) => {
-                    i.exports(engine).map(|(f, _)| f.to_string()).collect()
-                }
+                // Functions only: the interface's exported types are not worth listing.
+                ComponentItem::ComponentInstance(i) => i
+                    .exports(engine)
+                    .filter(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_)))
+                    .map(|(f, _)| f.to_string())
+                    .collect(),
                 _ => Vec::new(),
             };
             (n.to_string(), funcs)
