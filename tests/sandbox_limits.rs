@@ -187,7 +187,14 @@ fn log_floods_are_cut_and_counted() {
     let guest = hostile(
         "(memory.fill (i32.const 4096) (i32.const 97) (i32.const 60000)) (local.set 0 (i32.const 1000)) (loop $l (call $log (i32.const 1) (i32.const 4096) (i32.const 60000)) (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))",
     );
-    let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
+    // A generous deadline: this test is about output bounds, not time, and must not flake on a
+    // loaded machine.
+    let limits = Limits {
+        call_timeout: Duration::from_secs(10),
+        fuel_per_call: u64::MAX / 4,
+        ..Limits::default()
+    };
+    let run = run_with(guest, dir.path(), FaultPolicy::Disable, limits);
     assert!(
         fault_kinds(&run).is_empty(),
         "{:?}",
@@ -220,7 +227,11 @@ fn a_million_decisions_is_an_invalid_decision_fault() {
          (i32.store (i32.const 20) (i32.const 1000000)) (return (i32.const 16))",
     );
     let base = baseline(dir.path());
-    let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
+    let limits = Limits {
+        call_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let run = run_with(guest, dir.path(), FaultPolicy::Disable, limits);
     assert_eq!(fault_kinds(&run), vec!["invalid-decision"]);
     assert_eq!(
         summary(&run)["outcome"],
