@@ -301,7 +301,8 @@ mod tests {
         }
     }
 
-    fn weights(model: &Model) -> Vec<(String, Vec<u32>)> {
+    /// Every weight's bit pattern, for bitwise comparisons (shared with the submodules' tests).
+    pub(super) fn weights(model: &Model) -> Vec<(String, Vec<u32>)> {
         let bits = |t: &Tensor| -> Vec<u32> {
             t.flatten_all()
                 .unwrap()

@@ -71,22 +71,7 @@ mod tests {
     use crate::model::ModelSpec;
     use crate::optim::{Optimizer, OptimizerSpec};
 
-    fn weights(model: &Model) -> Vec<(String, Vec<u32>)> {
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
-        model
-            .tensors()
-            .iter()
-            .map(|(n, t)| (n.clone(), bits(t)))
-            .collect()
-    }
+    use crate::model::tests::weights;
 
     /// Trains the default MLP on digits; returns validation accuracy and the final weights.
     fn train_digits(epochs: u64) -> (f64, Vec<(String, Vec<u32>)>) {
