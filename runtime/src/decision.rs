@@ -17,16 +17,11 @@ use crate::sandbox::printable;
 
 /// The tag of the trainer's own checkpoint, written at every epoch end and at the end of training.
 pub const LAST_TAG: &str = "last";
-/// Names the trainer itself records in `metrics.jsonl`; a custom metric may not reuse them.
-pub const BUILTIN_METRICS: [&str; 7] = [
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "grad_norm",
-];
+/// Whether the trainer itself records `name` in `metrics.jsonl` (the epoch metrics announced at
+/// train-start, plus `epoch` and `step`); a custom metric may not reuse such a name.
+pub fn is_builtin_metric(name: &str) -> bool {
+    name == "epoch" || name == "step" || crate::trainer::METRIC_NAMES.contains(&name)
+}
 
 /// Operator bounds on what callbacks may ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,7 +248,7 @@ pub fn validate(
                     printable(&m.name, 80)
                 ));
             }
-            if BUILTIN_METRICS.contains(&m.name.as_str()) {
+            if is_builtin_metric(&m.name) {
                 return Err(format!(
                     "metric name '{}' is recorded by the trainer itself",
                     m.name
