@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod capture;
+
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use self::capture::CapturedOutput;
 use crate::contract::{CallbackWorld, HostImports, Level};
 
 /// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
@@ -171,15 +173,16 @@ pub(crate) fn classify(err: &wasmtime::Error) -> FaultKind {
 
 /// A wasmtime error with its causes on one line, for messages.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
-    // One line: wasmtime appends a multi-line wasm backtrace to trap messages.
+    // One line, without the wasm backtrace wasmtime attaches to traps: a callback's functions
+    // are usually stripped of names, so it is a column of numbers that says nothing.
+    let backtrace = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|b| b.to_string());
     let parts: Vec<String> = err
         .chain()
-        .map(|c| {
-            c.to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|c| c.to_string())
+        .filter(|c| Some(c) != backtrace.as_ref())
+        .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     let mut out: Vec<String> = Vec::new();
     for p in parts {
@@ -199,6 +202,18 @@ pub struct LogLine {
     pub message: String,
 }
 
+impl LogLine {
+    /// The level's name as the contract spells it: `debug`, `info`, `warn` or `error`.
+    pub fn level_name(&self) -> &'static str {
+        match self.level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// Per-store data: everything the host keeps for one live callback instance.
 pub struct GuestState {
     /// Forward WASI stdout/stderr (only components that import them pay for the check).
@@ -208,20 +223,17 @@ pub struct GuestState {
     log_budget_run: usize,
     logs: Vec<LogLine>,
     dropped_log_bytes: u64,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-    stdout_seen: usize,
-    stderr_seen: usize,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl GuestState {
     fn new(limits: &Limits) -> Self {
-        // The pipes hold a whole run's worth of output; past that a write traps, which the host
-        // records as a fault of that callback.
-        let stdout = MemoryOutputPipe::new(limits.log_bytes_per_run);
-        let stderr = MemoryOutputPipe::new(limits.log_bytes_per_run);
+        // Each stream holds one call's worth of output; the rest is dropped and counted.
+        let stdout = CapturedOutput::new(limits.log_bytes_per_call);
+        let stderr = CapturedOutput::new(limits.log_bytes_per_call);
         let mut wasi = WasiCtx::builder();
         // Deny by default: no files (no preopens), no env, no args, stdin closed, no network.
         // Clocks are frozen and randomness is seeded so guests stay deterministic and replayable.
@@ -232,7 +244,9 @@ impl GuestState {
             .allow_ip_name_lookup(false)
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .insecure_random_seed(0x0074_7261_696e_7274);
+            .secure_random(seeded_rng(RANDOM_SEED))
+            .insecure_random(seeded_rng(RANDOM_SEED ^ 1))
+            .insecure_random_seed(u128::from(RANDOM_SEED));
         Self {
             capture_stdio: false,
             memory_cap: limits.memory_bytes,
@@ -242,8 +256,6 @@ impl GuestState {
             dropped_log_bytes: 0,
             stdout,
             stderr,
-            stdout_seen: 0,
-            stderr_seen: 0,
             wasi: wasi.build(),
             table: ResourceTable::new(),
         }
@@ -259,24 +271,24 @@ impl GuestState {
         if !self.capture_stdio {
             return std::mem::take(&mut self.logs);
         }
-        for (pipe, seen, level) in [
-            (&self.stdout, &mut self.stdout_seen, Level::Info),
-            (&self.stderr, &mut self.stderr_seen, Level::Warn),
-        ] {
-            let bytes = pipe.contents();
-            if bytes.len() > *seen {
-                let text = String::from_utf8_lossy(&bytes[*seen..]).into_owned();
-                *seen = bytes.len();
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    push_log(
-                        &mut self.logs,
-                        &mut self.log_budget_call,
-                        &mut self.log_budget_run,
-                        &mut self.dropped_log_bytes,
-                        level,
-                        line,
-                    );
-                }
+        for (pipe, level) in [(&self.stdout, Level::Info), (&self.stderr, Level::Warn)] {
+            if pipe.is_empty() {
+                continue;
+            }
+            let (bytes, dropped) = pipe.take();
+            self.dropped_log_bytes += dropped;
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
+                push_log(
+                    &mut self.logs,
+                    &mut self.log_budget_call,
+                    &mut self.log_budget_run,
+                    &mut self.dropped_log_bytes,
+                    level,
+                    line,
+                );
             }
         }
         std::mem::take(&mut self.logs)
@@ -390,6 +402,16 @@ impl ResourceLimiter for GuestState {
     fn tables(&self) -> usize {
         16
     }
+}
+
+/// The seed of every guest's `wasi:random` generators. Fixed, so a callback that asks for random
+/// bytes gets the same ones in every run and every replay; a callback has no business with real
+/// entropy, and nothing it does with these bytes can reach outside its sandbox.
+const RANDOM_SEED: u64 = 0x0074_7261_696e_7274;
+
+fn seeded_rng(seed: u64) -> wasi_rand::rngs::StdRng {
+    use wasi_rand::SeedableRng;
+    wasi_rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 /// A clock that never moves: callbacks get no time source, so replays are exact.
