@@ -122,6 +122,33 @@ fn usage_errors_say_what_is_wrong_and_exit_2() {
         d,
         &["bad.jsonl line 1"],
     );
+    usage_error(
+        &[
+            "run",
+            "--callback",
+            "logger",
+            "--sandbox",
+            "loger:memory_bytes=1MiB",
+        ],
+        d,
+        &["invalid sandbox", "no callback named 'loger'", "logger"],
+    );
+    usage_error(
+        &[
+            "run",
+            "--callback",
+            "logger",
+            "--sandbox",
+            "call_timeout=soon",
+        ],
+        d,
+        &["call_timeout=soon", "duration like 50ms"],
+    );
+    usage_error(
+        &["check", "logger", "--sandbox", "memory=1MiB"],
+        d,
+        &["unknown key 'memory'", "memory_bytes"],
+    );
     // None of these runs could start, so none left a run directory behind.
     assert!(!d.join("runs").exists(), "a failed start left files behind");
 }
@@ -144,6 +171,23 @@ fn run_check_replay_and_export_work_together() {
     );
     assert!(text.contains("ms per call"), "{text}");
 
+    // `--sandbox` sets limits per callback; check prints the ones that would apply.
+    let out = trainrt(
+        &[
+            "check",
+            "logger",
+            "--sandbox",
+            "call_timeout=2s,memory_bytes=16MiB,on_fault=abort",
+            "--json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["limits"]["call_timeout"], 2000);
+    assert_eq!(report["limits"]["memory_bytes"], 16 << 20);
+    assert_eq!(report["on_fault"], "abort");
+
     let out = trainrt(
         &[
             "run",
@@ -155,11 +199,22 @@ fn run_check_replay_and_export_work_together() {
             "cbs/early-stopping.wasm:patience=1,min_delta=100",
             "--callback",
             "logger",
+            "--sandbox",
+            "logger:fuel_per_call=20_000_000,log_bytes_per_run=64KiB",
             "--json",
         ],
         d,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("r/config.json")).unwrap()).unwrap();
+    let logger = &config["callbacks"][1];
+    assert_eq!(logger["limits"]["fuel_per_call"], 20_000_000);
+    assert_eq!(logger["limits"]["log_bytes_per_run"], 64 << 10);
+    assert_eq!(
+        config["callbacks"][0]["limits"]["fuel_per_call"], 50_000_000,
+        "only the named callback changes"
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))

@@ -172,6 +172,17 @@ pub struct CompiledCallback {
 }
 
 impl CompiledCallback {
+    /// Checks the component's inert WASI imports (`wasi:filesystem`, `wasi:sockets`) against the
+    /// operator's grant; see [`crate::inspect::ImportVerdict::Inert`].
+    pub fn check_grants(
+        &self,
+        sandbox: &Sandbox,
+        name: &str,
+        inert_wasi: bool,
+    ) -> Result<(), SandboxError> {
+        crate::inspect::check_grants(sandbox, &self.component, name, inert_wasi)
+    }
+
     /// Compiles and links a component, rejecting anything that is not a callback-world component
     /// the sandbox can serve.
     pub fn new(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Result<Self, SandboxError> {

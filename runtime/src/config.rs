@@ -41,7 +41,7 @@ pub enum ConfigError {
 }
 
 /// One callback in a config file: `[[callbacks]]` with `spec`, and optionally `on_fault`,
-/// `max_restarts` and `[callbacks.limits]`.
+/// `max_restarts`, `inert_wasi` and `[callbacks.limits]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackEntry {
@@ -53,6 +53,10 @@ pub struct CallbackEntry {
     /// Restarts before a faulting callback is disabled (default 3).
     #[serde(default = "default_restarts")]
     pub max_restarts: u32,
+    /// Link `wasi:filesystem` and `wasi:sockets` with nothing behind them (no directories, no
+    /// network) instead of refusing the component; for language runtimes that import them.
+    #[serde(default)]
+    pub inert_wasi: bool,
     /// Resource limits; unset fields keep their defaults.
     #[serde(default)]
     pub limits: Limits,
@@ -60,6 +64,187 @@ pub struct CallbackEntry {
 
 fn default_restarts() -> u32 {
     3
+}
+
+/// The keys `--sandbox` accepts, for error messages.
+const SANDBOX_KEYS: &str = "call_timeout, init_timeout, fuel_per_call, memory_bytes, \
+    log_bytes_per_call, log_bytes_per_run, max_decisions_per_call, max_state_bytes, \
+    max_component_bytes, on_fault, max_restarts, inert_wasi";
+
+impl CallbackEntry {
+    /// A callback with default options, as `--callback SPEC` adds it.
+    pub fn new(spec: &str) -> Self {
+        Self {
+            spec: spec.to_string(),
+            on_fault: FaultPolicy::default(),
+            max_restarts: default_restarts(),
+            inert_wasi: false,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The callback as the host runs it.
+    pub fn options(&self) -> Result<CallbackOptions, ConfigError> {
+        let spec: CallbackSpec =
+            self.spec
+                .parse()
+                .map_err(|e: crate::callback::CallbackError| ConfigError::Invalid {
+                    field: "callback",
+                    message: e.to_string(),
+                })?;
+        Ok(CallbackOptions {
+            spec,
+            limits: self.limits.clone(),
+            on_fault: self.on_fault,
+            max_restarts: self.max_restarts,
+            inert_wasi: self.inert_wasi,
+        })
+    }
+
+    /// The name `--sandbox NAME:...` matches: a bundled callback's name or the file's stem.
+    fn name(&self) -> String {
+        self.spec
+            .parse::<CallbackSpec>()
+            .map(|s| s.name())
+            .unwrap_or_else(|_| self.spec.clone())
+    }
+
+    /// Sets one option by its config-file key. Durations take `ms` or `s` (bare numbers are
+    /// milliseconds), sizes take `KiB`, `MiB` or `GiB` (bare numbers are bytes).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |what: &str| ConfigError::Invalid {
+            field: "sandbox",
+            message: format!("{key}={value}: expected {what}"),
+        };
+        let l = &mut self.limits;
+        match key {
+            "call_timeout" => {
+                l.call_timeout =
+                    parse_millis(value).ok_or_else(|| bad("a duration like 50ms or 2s"))?
+            }
+            "init_timeout" => {
+                l.init_timeout =
+                    parse_millis(value).ok_or_else(|| bad("a duration like 500ms or 2s"))?
+            }
+            "fuel_per_call" => {
+                l.fuel_per_call = parse_count(value).ok_or_else(|| bad("a whole number"))?
+            }
+            "memory_bytes" => {
+                l.memory_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
+            }
+            "log_bytes_per_call" => {
+                l.log_bytes_per_call = parse_size(value).ok_or_else(|| bad("a size like 16KiB"))?
+            }
+            "log_bytes_per_run" => {
+                l.log_bytes_per_run = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
+            }
+            "max_decisions_per_call" => {
+                l.max_decisions_per_call = parse_count(value)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad("a whole number"))?
+            }
+            "max_state_bytes" => {
+                l.max_state_bytes = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
+            }
+            "max_component_bytes" => {
+                l.max_component_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
+            }
+            "on_fault" => {
+                self.on_fault = value
+                    .parse()
+                    .map_err(|_| bad("restart, disable or abort"))?
+            }
+            "max_restarts" => {
+                self.max_restarts = value.parse().map_err(|_| bad("a whole number"))?
+            }
+            "inert_wasi" => self.inert_wasi = value.parse().map_err(|_| bad("true or false"))?,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "sandbox",
+                    message: format!("unknown key '{key}'; known keys: {SANDBOX_KEYS}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `--sandbox [NAME:]key=value,...` flags, in order, to the callbacks named (or to every
+/// callback when NAME is left out). A NAME that matches no callback is an error, so a typo cannot
+/// leave a limit silently unset.
+pub fn apply_sandbox_flags(
+    entries: &mut [CallbackEntry],
+    flags: &[String],
+) -> Result<(), ConfigError> {
+    for flag in flags {
+        let (target, settings) = match flag.split_once(':') {
+            Some((name, rest)) if !name.contains('=') => (Some(name), rest),
+            _ => (None, flag.as_str()),
+        };
+        let matching: Vec<usize> = (0..entries.len())
+            .filter(|&i| target.is_none_or(|t| entries[i].name() == t))
+            .collect();
+        if matching.is_empty() {
+            let names: Vec<String> = entries.iter().map(CallbackEntry::name).collect();
+            return Err(ConfigError::Invalid {
+                field: "sandbox",
+                message: match target {
+                    Some(t) => format!(
+                        "'{flag}': no callback named '{t}' (callbacks: {})",
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                    None => format!("'{flag}': there are no callbacks to apply it to"),
+                },
+            });
+        }
+        for pair in settings.split(',').filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(ConfigError::Invalid {
+                    field: "sandbox",
+                    message: format!("'{pair}' is not key=value; known keys: {SANDBOX_KEYS}"),
+                });
+            };
+            for &i in &matching {
+                entries[i].set(key.trim(), value.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_count(value: &str) -> Option<u64> {
+    value.replace('_', "").parse().ok()
+}
+
+fn parse_millis(value: &str) -> Option<std::time::Duration> {
+    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (value, 1)
+    };
+    let ms = parse_count(number.trim())?.checked_mul(scale)?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
+fn parse_size(value: &str) -> Option<usize> {
+    let units = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|(u, s)| value.strip_suffix(u).map(|n| (n, *s)))
+        .unwrap_or((value, 1));
+    let bytes = parse_count(number.trim())?.checked_mul(scale)?;
+    usize::try_from(bytes).ok().filter(|&b| b > 0)
 }
 
 /// Everything that defines a run. Defaults are the README's demo: an MLP on the embedded digits.
@@ -203,34 +388,12 @@ impl TrainConfig {
 
     /// The callbacks as the host runs them.
     pub fn callback_options(&self) -> Result<Vec<CallbackOptions>, ConfigError> {
-        self.callbacks
-            .iter()
-            .map(|c| {
-                let spec: CallbackSpec =
-                    c.spec
-                        .parse()
-                        .map_err(|e: crate::callback::CallbackError| ConfigError::Invalid {
-                            field: "callback",
-                            message: e.to_string(),
-                        })?;
-                Ok(CallbackOptions {
-                    spec,
-                    limits: c.limits.clone(),
-                    on_fault: c.on_fault,
-                    max_restarts: c.max_restarts,
-                })
-            })
-            .collect()
+        self.callbacks.iter().map(CallbackEntry::options).collect()
     }
 
     /// Adds a callback with default options, as `--callback SPEC` does.
     pub fn push_callback(&mut self, spec: &str) {
-        self.callbacks.push(CallbackEntry {
-            spec: spec.to_string(),
-            on_fault: FaultPolicy::default(),
-            max_restarts: default_restarts(),
-            limits: Limits::default(),
-        });
+        self.callbacks.push(CallbackEntry::new(spec));
     }
 }
 
@@ -263,6 +426,48 @@ mod tests {
         std::fs::write(&path, "epochz = 5\n").unwrap();
         let e = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
         assert!(e.contains("epochz"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_flags_set_options_by_name_with_units() {
+        let mut c = TrainConfig::default();
+        c.push_callback("logger");
+        c.push_callback("examples/py/stopper.wasm:patience=3");
+        apply_sandbox_flags(
+            &mut c.callbacks,
+            &[
+                "call_timeout=2s,memory_bytes=16MiB".into(),
+                "stopper:inert_wasi=true,fuel_per_call=1_000,on_fault=abort".into(),
+            ],
+        )
+        .unwrap();
+        let (logger, stopper) = (&c.callbacks[0], &c.callbacks[1]);
+        assert_eq!(
+            logger.limits.call_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(stopper.limits.memory_bytes, 16 << 20);
+        assert!(stopper.inert_wasi && !logger.inert_wasi);
+        assert_eq!(stopper.limits.fuel_per_call, 1000);
+        assert_eq!(logger.limits.fuel_per_call, Limits::default().fuel_per_call);
+        assert_eq!(stopper.on_fault, FaultPolicy::Abort);
+
+        let bad: [(&str, &str); 5] = [
+            ("nobody:fuel_per_call=1", "no callback named 'nobody'"),
+            ("memory_bytes=lots", "expected a size"),
+            ("call_timeout=0ms", "expected a duration"),
+            ("logger:fule=1", "unknown key 'fule'"),
+            ("logger:fuel_per_call", "not key=value"),
+        ];
+        for (flag, expected) in bad {
+            let e = apply_sandbox_flags(&mut c.callbacks, &[flag.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid sandbox") && e.contains(expected),
+                "{flag}: {e}"
+            );
+        }
     }
 
     #[test]

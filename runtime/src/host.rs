@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::callback::{
     CallStats, CallbackError, CallbackInstance, CallbackSpec, CompiledCallback, Fault,
 };
-use crate::contract::{Decision, EventKind, RunInfo};
+use crate::contract::{Decision, EventKind, Level, RunInfo};
 use crate::events::{Event, kind_name};
 use crate::sandbox::{FaultKind, Limits, LogLine, Sandbox};
 
@@ -25,6 +25,16 @@ pub enum FaultPolicy {
     Disable,
     /// End training: the callback is critical.
     Abort,
+}
+
+impl std::fmt::Display for FaultPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Restart => "restart",
+            Self::Disable => "disable",
+            Self::Abort => "abort",
+        })
+    }
 }
 
 impl std::str::FromStr for FaultPolicy {
@@ -52,6 +62,10 @@ pub struct CallbackOptions {
     pub on_fault: FaultPolicy,
     /// Restarts allowed before a `restart` callback is disabled.
     pub max_restarts: u32,
+    /// Link `wasi:filesystem` and `wasi:sockets` with nothing behind them instead of refusing a
+    /// component that imports them.
+    #[serde(default)]
+    pub inert_wasi: bool,
 }
 
 impl CallbackOptions {
@@ -62,6 +76,7 @@ impl CallbackOptions {
             limits: Limits::default(),
             on_fault: FaultPolicy::Restart,
             max_restarts: 3,
+            inert_wasi: false,
         }
     }
 }
@@ -167,6 +182,7 @@ impl CallbackHost {
                     c
                 }
             };
+            compiled.check_grants(&sandbox, &name, options.inert_wasi)?;
             let instance = CallbackInstance::start(
                 &sandbox,
                 compiled.clone(),
@@ -229,7 +245,10 @@ impl CallbackHost {
             }
             delivered = true;
             let result = instance.deliver(&self.sandbox, event);
-            collect_logs(slot, &mut self.logs);
+            // On a fault, `handle_fault` collects the logs (they may explain it).
+            if result.is_ok() {
+                collect_logs(slot, &mut self.logs);
+            }
             match result {
                 Ok(decisions) if decisions.is_empty() => {}
                 Ok(decisions) => answers.push(Answer {
@@ -258,7 +277,10 @@ impl CallbackHost {
                 continue;
             };
             let result = instance.snapshot(&self.sandbox);
-            collect_logs(slot, &mut self.logs);
+            // On a fault, `handle_fault` collects the logs (they may explain it).
+            if result.is_ok() {
+                collect_logs(slot, &mut self.logs);
+            }
             match result {
                 Ok(state) => {
                     slot.last_good_state = Some(state.clone());
@@ -286,7 +308,10 @@ impl CallbackHost {
                 continue;
             };
             let result = instance.restore(&self.sandbox, &state);
-            collect_logs(slot, &mut self.logs);
+            // On a fault, `handle_fault` collects the logs (they may explain it).
+            if result.is_ok() {
+                collect_logs(slot, &mut self.logs);
+            }
             match result {
                 Ok(()) => slot.last_good_state = Some(state),
                 Err(fault) => self.handle_fault(i, "restore-state", epoch, step, fault),
@@ -347,8 +372,22 @@ impl CallbackHost {
     fn handle_fault(&mut self, index: usize, during: &str, epoch: u32, step: u64, fault: Fault) {
         let slot = &mut self.slots[index];
         *slot.faults.entry(fault.kind).or_default() += 1;
-        // The store is poisoned (or its answer untrustworthy): never call it again.
-        if let Some(dead) = slot.instance.take() {
+        let mut message = fault.message;
+        // The store is poisoned (or its answer untrustworthy): never call it again. What it wrote
+        // before dying is kept: a Rust panic's message reaches stderr just before the trap.
+        if let Some(mut dead) = slot.instance.take() {
+            let lines = dead.take_logs();
+            let stderr: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.level == Level::Warn)
+                .map(|l| l.message.as_str())
+                .collect();
+            if fault.kind == FaultKind::Trap && !stderr.is_empty() {
+                let said = crate::sandbox::printable(&stderr.join(" / "), 1024);
+                message = format!("{message}; it last said: {said}");
+            }
+            self.logs
+                .extend(lines.into_iter().map(|l| (slot.name.clone(), l)));
             add_stats(&mut slot.stats, dead.stats());
             slot.dropped_log_bytes += dead.dropped_log_bytes();
         }
@@ -367,7 +406,7 @@ impl CallbackHost {
             epoch,
             step,
             kind: fault.kind,
-            message: fault.message,
+            message,
             action: action.to_string(),
         };
         if action == "aborted" && self.abort.is_none() {

@@ -17,8 +17,10 @@ pub enum ImportVerdict {
     /// WASI, granted with deterministic stand-ins (frozen clocks, seeded randomness, captured
     /// stdout/stderr, no env or args).
     Granted,
-    /// WASI that links but can do nothing: no preopened directories, no network access.
-    Denied,
+    /// WASI that can do nothing here (no preopened directories, every address denied). Refused
+    /// unless the operator sets `inert_wasi` for the callback: language runtimes such as Python's
+    /// and JavaScript's import these interfaces wholesale even when the callback never uses them.
+    Inert,
     /// Not offered; a component importing it is rejected.
     Refused,
 }
@@ -31,9 +33,7 @@ pub fn import_verdict(name: &str) -> ImportVerdict {
     }
     match interface.split('/').next().unwrap_or("") {
         "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" => ImportVerdict::Granted,
-        // Languages' standard libraries import these wholesale; the sandbox links them with
-        // nothing behind them (no preopens, every address denied).
-        "wasi:filesystem" | "wasi:sockets" => ImportVerdict::Denied,
+        "wasi:filesystem" | "wasi:sockets" => ImportVerdict::Inert,
         _ => ImportVerdict::Refused,
     }
 }
@@ -81,6 +81,39 @@ pub(crate) fn compile(
         )));
     }
     Ok(component)
+}
+
+/// Checks a component's [`ImportVerdict::Inert`] imports against the operator's grant: without
+/// `inert_wasi`, a callback importing `wasi:filesystem` or `wasi:sockets` is rejected, with a
+/// message saying how to allow it.
+pub(crate) fn check_grants(
+    sandbox: &Sandbox,
+    component: &Component,
+    name: &str,
+    inert_wasi: bool,
+) -> Result<(), SandboxError> {
+    if inert_wasi {
+        return Ok(());
+    }
+    let inert: Vec<String> = component
+        .component_type()
+        .imports(sandbox.engine())
+        .map(|(n, _)| n.to_string())
+        .filter(|n| import_verdict(n) == ImportVerdict::Inert)
+        .collect();
+    if inert.is_empty() {
+        return Ok(());
+    }
+    Err(SandboxError::InvalidComponent {
+        name: name.to_string(),
+        message: format!(
+            "imports {} which the sandbox refuses by default. If a language runtime imports them \
+             without using them (componentize-py and componentize-js do), let the callback link \
+             them with nothing behind them (no directories, no network): set `inert_wasi = true` \
+             in its [[callbacks]] entry or pass `--sandbox {name}:inert_wasi=true`",
+            inert.join(", ")
+        ),
+    })
 }
 
 /// A component's interface, as `trainrt check` prints it.
@@ -138,7 +171,7 @@ mod tests {
         );
         assert_eq!(
             import_verdict("wasi:filesystem/preopens@0.2.0"),
-            ImportVerdict::Denied
+            ImportVerdict::Inert
         );
         assert_eq!(
             import_verdict("wasi:http/outgoing-handler@0.2.0"),

@@ -44,7 +44,9 @@ impl Run {
     pub(super) fn after_dispatch(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
         for (callback, line) in self.host.take_logs() {
             observer.callback_log(&callback, &line);
-            self.files.log.append(&json!({"callback": callback, "level": format!("{:?}", line.level).to_lowercase(), "message": line.message}))?;
+            self.files.log.append(
+                &json!({"callback": callback, "level": line.level_name(), "message": line.message}),
+            )?;
         }
         let faults = self.host.take_faults();
         for fault in &faults {

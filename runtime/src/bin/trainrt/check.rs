@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use trainrt::callback::{CallbackInstance, CallbackSpec, CompiledCallback};
+use trainrt::callback::{CallbackInstance, CompiledCallback};
+use trainrt::config::{CallbackEntry, apply_sandbox_flags};
 use trainrt::events::kind_name;
 use trainrt::inspect::{self, ImportVerdict};
-use trainrt::sandbox::{Limits, WASM_STACK_BYTES};
+use trainrt::sandbox::WASM_STACK_BYTES;
 use trainrt::{Sandbox, bundled};
 
 use crate::Failure;
@@ -19,6 +20,9 @@ pub struct CheckArgs {
     /// A `.wasm` component (or a bundled callback's name), with optional `:key=value,...`
     /// parameters passed to its init.
     spec: String,
+    /// Sandbox options to check under, as for `trainrt run`: `key=value,...`. Repeatable.
+    #[arg(long = "sandbox", value_name = "KEY=VALUE,...")]
+    sandbox: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -27,13 +31,18 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// Validates the component, starts it with its parameters, and prints what it is.
     pub fn execute(self) -> Result<u8, Failure> {
-        let spec: CallbackSpec = self.spec.parse().map_err(Failure::usage)?;
-        let limits = Limits::default();
+        let mut entries = [CallbackEntry::new(&self.spec)];
+        apply_sandbox_flags(&mut entries, &self.sandbox).map_err(Failure::usage)?;
+        let options = entries[0].options().map_err(Failure::usage)?;
+        let (spec, limits) = (options.spec, options.limits);
         let sandbox = Sandbox::new().map_err(Failure::failed)?;
         let bytes = spec.load_bytes(&limits).map_err(Failure::usage)?;
         let compiled = Arc::new(
             CompiledCallback::new(&sandbox, &spec.name(), &bytes).map_err(Failure::usage)?,
         );
+        compiled
+            .check_grants(&sandbox, &spec.name(), options.inert_wasi)
+            .map_err(Failure::usage)?;
         let report = inspect::report(&sandbox, compiled.component());
         let instance = CallbackInstance::start(&sandbox, compiled, &spec.params, &limits)
             .map_err(Failure::usage)?;
@@ -48,6 +57,9 @@ impl CheckArgs {
                 "imports": report.imports,
                 "subscriptions": {"events": events, "batch_every": subs.batch_every()},
                 "limits": limits,
+                "on_fault": options.on_fault,
+                "max_restarts": options.max_restarts,
+                "inert_wasi": options.inert_wasi,
                 "wasm_stack_bytes": WASM_STACK_BYTES,
             });
             println!("{value}");
@@ -69,7 +81,7 @@ impl CheckArgs {
                 ImportVerdict::Granted => {
                     "granted (deterministic: frozen clock, seeded randomness, captured output)"
                 }
-                ImportVerdict::Denied => "linked but denied (no preopened directories, no network)",
+                ImportVerdict::Inert => "inert (granted by inert_wasi: no directories, no network)",
                 ImportVerdict::Refused => "refused",
             };
             println!("  {name}: {what}");
@@ -91,6 +103,10 @@ impl CheckArgs {
             limits.log_bytes_per_run >> 10,
             limits.max_decisions_per_call,
             limits.max_state_bytes >> 10
+        );
+        println!(
+            "on fault: {} (at most {} restarts)",
+            options.on_fault, options.max_restarts
         );
         Ok(0)
     }

@@ -139,7 +139,7 @@ impl Observer for Console {
 
     fn callback_log(&mut self, callback: &str, line: &LogLine) {
         if self.json {
-            let level = format!("{:?}", line.level).to_lowercase();
+            let level = line.level_name();
             self.emit_json(json!({"type": "log", "callback": callback, "level": level, "message": line.message}));
             return;
         }

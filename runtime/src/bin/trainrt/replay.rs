@@ -8,9 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use trainrt::Sandbox;
+use trainrt::config::{CallbackEntry, apply_sandbox_flags};
 use trainrt::decision::decision_json;
 use trainrt::events::{Event, kind_name};
-use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::host::CallbackHost;
 
 use crate::Failure;
 
@@ -22,16 +23,24 @@ pub struct ReplayArgs {
     /// A callback to drive (bundled name or `.wasm` path, with `:key=value,...`). Repeatable.
     #[arg(long = "callback", value_name = "SPEC", required = true)]
     callbacks: Vec<String>,
+    /// Sandbox options, as for `trainrt run`: `[NAME:]key=value,...`. Repeatable.
+    #[arg(long = "sandbox", value_name = "[NAME:]KEY=VALUE,...")]
+    sandbox: Vec<String>,
 }
 
 impl ReplayArgs {
     /// Feeds every event to the callbacks subscribed to it and prints each decision as a JSON
     /// line: `{"callback", "event", "epoch", "step", "decision"}`. Logs and faults go to stderr.
     pub fn execute(self) -> Result<u8, Failure> {
-        let options = self
+        let mut entries: Vec<CallbackEntry> = self
             .callbacks
             .iter()
-            .map(|s| s.parse().map(CallbackOptions::new))
+            .map(|s| CallbackEntry::new(s))
+            .collect();
+        apply_sandbox_flags(&mut entries, &self.sandbox).map_err(Failure::usage)?;
+        let options = entries
+            .iter()
+            .map(CallbackEntry::options)
             .collect::<Result<Vec<_>, _>>()
             .map_err(Failure::usage)?;
         let file = std::fs::File::open(&self.events)

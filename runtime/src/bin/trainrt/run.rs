@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use trainrt::config::apply_sandbox_flags;
 use trainrt::trainer::{self, RunRequest, TrainError};
 use trainrt::{Sandbox, TrainConfig};
 
@@ -57,6 +58,12 @@ pub struct RunArgs {
     /// more; they run in this order, after any from the config file.
     #[arg(long = "callback", value_name = "SPEC")]
     callbacks: Vec<String>,
+    /// Sandbox options for one callback (`NAME:key=value,...`, NAME being a bundled name or a
+    /// file stem) or for all (`key=value,...`): the config file's limit keys (`call_timeout=50ms`,
+    /// `fuel_per_call=10_000_000`, `memory_bytes=16MiB`, ...), `on_fault`, `max_restarts` and
+    /// `inert_wasi`. Repeatable; applied in order, after the config file.
+    #[arg(long = "sandbox", value_name = "[NAME:]KEY=VALUE,...")]
+    sandbox: Vec<String>,
     /// CPU threads for tensor maths (default: available cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -95,6 +102,7 @@ impl RunArgs {
         for spec in &self.callbacks {
             config.push_callback(spec);
         }
+        apply_sandbox_flags(&mut config.callbacks, &self.sandbox).map_err(Failure::usage)?;
         config.validate().map_err(Failure::usage)?;
         let run_dir = match (self.resume, self.run_dir) {
             (Some(dir), _) | (None, Some(dir)) => dir,
