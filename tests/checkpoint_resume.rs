@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{jsonl, quick_config, sandbox, train, weights};
+use common::{Tmpfs, jsonl, quick_config, sandbox, train, weights};
 use trainrt::trainer::{Quiet, RunRequest, TrainError};
 
 fn resume(
@@ -201,4 +201,86 @@ fn sigkill_at_any_point_leaves_a_resumable_run() {
         resumed += 1;
     }
     assert_eq!(resumed, 6);
+}
+
+/// A read-only run directory is a clear error before anything is written.
+#[test]
+fn a_read_only_run_directory_is_a_clear_error() {
+    let Some(fs) = Tmpfs::mount("ro,size=1m") else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainrt"))
+        .args(["run", "--epochs", "1", "--threads", "1", "--run-dir"])
+        .arg(fs.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Read-only file system") && stderr.contains("--run-dir"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0);
+}
+
+/// A disk that fills up mid-run ends the run with a clear error, leaves no partial file, and the
+/// last checkpoint written is intact: the run resumes once there is room again.
+#[test]
+fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
+    // Room for the config, a few epochs' logs and checkpoints, not for 400 epochs.
+    let Some(fs) = Tmpfs::mount("size=200k") else {
+        return;
+    };
+    let run = fs.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_trainrt");
+    let out = std::process::Command::new(bin)
+        .args(["run", "--epochs", "400", "--threads", "1"])
+        .args(["--callback", "early-stopping:patience=1000", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("disk is full"),
+        "{stderr}"
+    );
+    let files = walk(&run);
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.file_name().unwrap().to_string_lossy().contains(".tmp")),
+        "partial files left: {files:?}"
+    );
+    let last = run.join("checkpoints/last.safetensors");
+    let epoch = trainrt::checkpoint::load(&last)
+        .expect("the last checkpoint is intact")
+        .meta
+        .epoch;
+
+    // Moved to a disk with room, the run continues from that checkpoint.
+    let roomy = tempfile::tempdir().unwrap();
+    let moved = roomy.path().join("run");
+    std::fs::create_dir_all(moved.join("checkpoints")).unwrap();
+    for f in &files {
+        let to = moved.join(f.strip_prefix(&run).unwrap());
+        std::fs::copy(f, to).unwrap();
+    }
+    let out = std::process::Command::new(bin)
+        .args(["run", "--threads", "1", "--epochs"])
+        .arg((epoch + 1).to_string())
+        .arg("--resume")
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let epochs: Vec<u64> = jsonl(&moved, "metrics.jsonl")
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, (0..u64::from(epoch) + 1).collect::<Vec<_>>());
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
     /// An I/O operation on a path failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {source}{}", hint(source))]
     Io {
         /// What was being done, e.g. "cannot write".
         action: &'static str,
@@ -32,6 +32,20 @@ pub enum RunDirError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// What to do about the I/O errors a user can fix.
+fn hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            " (the disk is full: free some space, or choose a run directory elsewhere with --run-dir; \
+             the last checkpoint written is intact and `--resume` continues from it)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+            " (the run directory must be writable: choose another with --run-dir)"
+        }
+        _ => "",
+    }
 }
 
 impl RunDirError {

@@ -317,3 +317,41 @@ pub fn deciding_guest(events: &[u8], func: &'static str, decisions: &[Decision<'
         .data(2048, &strings)
         .body(func, &format!("(return (call $decisions (i32.const {n})))"))
 }
+
+/// A tmpfs mounted for one test, unmounted on drop: a real read-only or full file system to run
+/// against. Mounting needs root (as in CI); elsewhere `mount` returns `None` and the test says it
+/// was skipped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (e.g. `size=128k` or `ro`).
+    pub fn mount(options: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("a temp dir to mount on");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        }
+        mounted.then_some(Self { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
