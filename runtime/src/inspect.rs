@@ -61,12 +61,15 @@ pub(crate) fn compile(
                 .into(),
         ));
     }
-    let component = Component::new(sandbox.engine(), bytes).map_err(|e| {
-        invalid(format!(
-            "invalid component: {}",
-            crate::sandbox::describe(&e)
-        ))
-    })?;
+    let (component, _) = sandbox
+        .cache()
+        .load_or_compile(sandbox.engine(), bytes)
+        .map_err(|e| {
+            invalid(format!(
+                "invalid component: {}",
+                crate::sandbox::describe(&e)
+            ))
+        })?;
     let refused: Vec<String> = component
         .component_type()
         .imports(sandbox.engine())

@@ -69,7 +69,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process and per write, so threads writing the same file never share a temp.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
         file.write_all(bytes)

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod cache;
 mod capture;
+
+pub use self::cache::{CacheOutcome, ComponentCache};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -440,13 +443,20 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     ticker: EpochTicker,
+    cache: ComponentCache,
 }
 
 impl Sandbox {
     /// Configures the engine: Cranelift, component model, fuel and epoch interruption on, a
     /// 512 KiB wasm stack, no concurrency support (it adds cost to every call), and a linker
-    /// offering the `host` interface plus deny-by-default WASI.
+    /// offering the `host` interface plus deny-by-default WASI. Compiled components are cached
+    /// where [`ComponentCache::from_env`] says.
     pub fn new() -> Result<Self, SandboxError> {
+        Self::with_cache(ComponentCache::from_env())
+    }
+
+    /// As [`Sandbox::new`], with an explicit compiled-component cache.
+    pub fn with_cache(cache: ComponentCache) -> Result<Self, SandboxError> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -466,12 +476,18 @@ impl Sandbox {
             engine,
             linker,
             ticker,
+            cache,
         })
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The compiled-component cache.
+    pub fn cache(&self) -> &ComponentCache {
+        &self.cache
     }
 
     pub(crate) fn linker(&self) -> &Linker<GuestState> {

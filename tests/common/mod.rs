@@ -10,11 +10,16 @@ use trainrt::Sandbox;
 use trainrt::config::TrainConfig;
 use trainrt::trainer::{Quiet, RunRequest, RunSummary};
 
-/// One engine for the whole test binary, as a service would share it.
+/// One engine for the whole test binary, as a service would share it, caching compiled
+/// components in the build's temp dir rather than the user's cache.
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     SANDBOX
-        .get_or_init(|| Arc::new(Sandbox::new().expect("sandbox")))
+        .get_or_init(|| {
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+            let cache = trainrt::sandbox::ComponentCache::at(Some(cache));
+            Arc::new(Sandbox::with_cache(cache).expect("sandbox"))
+        })
         .clone()
 }
 
