@@ -176,17 +176,86 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
 struct EpochTimer {
     start: Instant,
     epochs: Vec<Duration>,
+    /// From the end of the first batch to the end of the last: training steps only.
+    training: Vec<Duration>,
+}
+
+impl EpochTimer {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            epochs: Vec::new(),
+            training: Vec::new(),
+        }
+    }
 }
 
 impl Observer for EpochTimer {
-    fn batch_done(&mut self, _epoch: u32, batch: u32, _batches: u32) {
+    fn batch_done(&mut self, _epoch: u32, batch: u32, batches: u32) {
         if batch == 0 {
             self.start = Instant::now();
+        }
+        if batch + 1 == batches {
+            self.training.push(self.start.elapsed());
         }
     }
     fn epoch_done(&mut self, _epoch: u32, _metrics: &serde_json::Value) {
         self.epochs.push(self.start.elapsed());
     }
+}
+
+/// Median epoch time (ms) of a training loop written directly against candle, no framework: the
+/// same model, data split, batch order, batch size and plain SGD (no momentum) as trainrt's
+/// `--optimizer sgd` run, with the loss read back every batch as any loop that logs it does.
+fn handwritten_candle_epoch_ms(data: &str, hidden: &[usize], epochs: u32) -> f64 {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
+    let device = Device::Cpu;
+    let spec: trainrt::data::DataSpec = data.parse().expect("data");
+    let dataset = spec.load().expect("loads");
+    let (train, _val) = trainrt::data::split(&dataset, 0.2, 42).expect("split");
+    let features = train.num_features();
+    let x = Tensor::from_slice(train.features(), (train.len(), features), &device).expect("x");
+    let y = Tensor::from_slice(train.labels(), train.len(), &device).expect("y");
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let mut sizes = vec![features];
+    sizes.extend_from_slice(hidden);
+    sizes.push(train.num_classes());
+    let layers: Vec<candle_nn::Linear> = sizes
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("l{i}"))).expect("linear"))
+        .collect();
+    let mut sgd = candle_nn::SGD::new(varmap.all_vars(), 0.05).expect("sgd");
+    let mut ms = Vec::new();
+    for epoch in 0..epochs {
+        let order = trainrt::data::epoch_permutation(train.len(), 42, u64::from(epoch));
+        let mut t = Instant::now();
+        for (b, chunk) in order.chunks(32).enumerate() {
+            let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::from_vec(idx, chunk.len(), &device).expect("idx");
+            let xb = x.index_select(&idx, 0).expect("xb");
+            let yb = y.index_select(&idx, 0).expect("yb");
+            let mut h = xb;
+            for (i, layer) in layers.iter().enumerate() {
+                h = layer.forward(&h).expect("forward");
+                if i + 1 < layers.len() {
+                    h = h.relu().expect("relu");
+                }
+            }
+            let loss = candle_nn::loss::cross_entropy(&h, &yb).expect("loss");
+            sgd.backward_step(&loss).expect("step");
+            black_box(loss.to_scalar::<f32>().expect("scalar"));
+            if b == 0 {
+                // Timed like the trainer's epochs: from the end of the first batch.
+                t = Instant::now();
+            }
+        }
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
 }
 
 fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
@@ -213,6 +282,52 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             "mlp:512,512"
         };
         let mut base = f64::NAN;
+        let hidden: &[usize] = if data == "digits" {
+            &[128]
+        } else {
+            &[512, 512]
+        };
+        let short = if data == "digits" {
+            "digits, mlp 64-128-10"
+        } else {
+            "synthetic 60k x 784, mlp 784-512-512-10"
+        };
+        // The trainer against a loop with no framework at all, both with plain SGD.
+        let plain = {
+            let config = TrainConfig {
+                data: data.into(),
+                model: model.into(),
+                epochs,
+                optimizer: "sgd".into(),
+                ..TrainConfig::default()
+            };
+            let mut timer = EpochTimer::new();
+            trainrt::train(
+                sandbox.clone(),
+                RunRequest {
+                    config,
+                    run_dir: dir.join(format!("{}-plain-sgd", data.len())),
+                    resume: false,
+                },
+                &mut timer,
+            )
+            .expect("trains");
+            let mut ms: Vec<f64> = timer
+                .training
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            ms[ms.len() / 2]
+        };
+        let handwritten = handwritten_candle_epoch_ms(data, hidden, epochs.max(3));
+        println!(
+            "| {short} | hand-written candle loop, plain SGD (training steps only) | {handwritten:.2} | — |"
+        );
+        println!(
+            "| {short} | trainrt, plain SGD, no callbacks (training steps only) | {plain:.2} | {:+.1}% vs hand-written |",
+            (plain / handwritten - 1.0) * 100.0
+        );
         let setups: [(&str, Vec<String>); 3] = [
             ("none", vec![]),
             (
@@ -239,10 +354,7 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             let run_dir = dir
                 .join(format!("{}-{label}", data.len()))
                 .join(label.replace(' ', "-"));
-            let mut timer = EpochTimer {
-                start: Instant::now(),
-                epochs: Vec::new(),
-            };
+            let mut timer = EpochTimer::new();
             trainrt::train(
                 sandbox.clone(),
                 RunRequest {
@@ -259,11 +371,6 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             if label == "none" {
                 base = median;
             }
-            let short = if data == "digits" {
-                "digits, mlp 64-128-10"
-            } else {
-                "synthetic 60k x 784, mlp 784-512-512-10"
-            };
             println!(
                 "| {short} | {label} | {median:.2} | {:+.1}% |",
                 (median / base - 1.0) * 100.0

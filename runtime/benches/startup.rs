@@ -1,0 +1,206 @@
+//! Start-up, memory and containment costs. Prints markdown tables of medians.
+//!
+//!     cargo bench -p trainrt --bench startup
+//!
+//! - Start-up: compiling each bundled callback, loading it from the compiled-component cache,
+//!   instantiating it, and the total for the six bundled callbacks either way.
+//! - Memory: resident memory added per loaded callback instance, and with 100 loaded.
+//! - Hostile guests: extra wall time a run pays for one hostile guest under the default limits
+//!   (restart three times, then disable).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{WatGuest, kind, quick_config};
+use trainrt::callback::{CallbackInstance, CompiledCallback};
+use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::sandbox::ComponentCache;
+use trainrt::trainer::{Quiet, RunRequest};
+use trainrt::{Limits, Sandbox, bundled};
+
+const SIX: [&str; 6] = [
+    "logger",
+    "early-stopping",
+    "model-checkpoint",
+    "lr-schedule",
+    "reduce-lr-on-plateau",
+    "terminate-on-nan",
+];
+
+/// Median milliseconds of `rounds` runs of `f`.
+fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[rounds / 2]
+}
+
+fn bytes(name: &str) -> &'static [u8] {
+    bundled::component(name).expect("bundled")
+}
+
+fn startup_table(cache_dir: &Path) {
+    let uncached = Sandbox::with_cache(ComponentCache::at(None)).expect("sandbox");
+    let cached =
+        Sandbox::with_cache(ComponentCache::at(Some(cache_dir.to_path_buf()))).expect("sandbox");
+    println!(
+        "| callback | size (KiB) | compile (ms) | cached load (ms) | instantiate + init (ms) |"
+    );
+    println!("|---|---|---|---|---|");
+    for name in SIX {
+        let b = bytes(name);
+        let compile = median_ms(3, || {
+            CompiledCallback::new(&uncached, name, b).expect("compiles");
+        });
+        CompiledCallback::new(&cached, name, b).expect("stores");
+        let load = median_ms(11, || {
+            CompiledCallback::new(&cached, name, b).expect("loads");
+        });
+        let compiled = Arc::new(CompiledCallback::new(&cached, name, b).expect("loads"));
+        let instantiate = median_ms(51, || {
+            CallbackInstance::start(&cached, compiled.clone(), &[], &Limits::default())
+                .expect("starts");
+        });
+        println!(
+            "| {name} | {} | {compile:.1} | {load:.2} | {instantiate:.3} |",
+            b.len() / 1024
+        );
+    }
+    let six: Vec<CallbackOptions> = SIX
+        .iter()
+        .map(|s| CallbackOptions::new(s.parse().expect("spec")))
+        .collect();
+    let uncached = Arc::new(uncached);
+    let cached = Arc::new(cached);
+    let cold = median_ms(3, || {
+        CallbackHost::start(uncached.clone(), &six).expect("start");
+    });
+    let warm = median_ms(11, || {
+        CallbackHost::start(cached.clone(), &six).expect("start");
+    });
+    println!(
+        "| **all six, `CallbackHost::start`** | | **{cold:.1}** | **{warm:.2}** (cached load + instantiate + init) | |"
+    );
+}
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn memory_table(cache_dir: &Path) {
+    let sandbox =
+        Sandbox::with_cache(ComponentCache::at(Some(cache_dir.to_path_buf()))).expect("sandbox");
+    println!("| callback | RSS per extra instance (KiB) | RSS with 100 loaded (MiB) |");
+    println!("|---|---|---|");
+    for name in ["logger", "early-stopping", "terminate-on-nan"] {
+        let compiled = Arc::new(CompiledCallback::new(&sandbox, name, bytes(name)).expect("c"));
+        // One first, so the compiled code and the engine's lazily built parts are resident.
+        let first = CallbackInstance::start(&sandbox, compiled.clone(), &[], &Limits::default())
+            .expect("starts");
+        let before = rss();
+        let many: Vec<CallbackInstance> = (0..100)
+            .map(|_| {
+                CallbackInstance::start(&sandbox, compiled.clone(), &[], &Limits::default())
+                    .expect("starts")
+            })
+            .collect();
+        let after = rss();
+        println!(
+            "| {name} | {:.0} | {:.1} |",
+            (after.saturating_sub(before)) as f64 / 100.0 / 1024.0,
+            after as f64 / (1 << 20) as f64
+        );
+        drop(many);
+        drop(first);
+    }
+}
+
+fn hostile_table(dir: &Path) {
+    let sandbox = Arc::new(
+        Sandbox::with_cache(ComponentCache::at(Some(dir.join("cache")))).expect("sandbox"),
+    );
+    let run = |name: &str, guest: Option<&WatGuest>| -> (f64, Vec<String>) {
+        let mut config = quick_config(2);
+        if let Some(g) = guest {
+            let path = g.write(dir, name);
+            config.push_callback(path.to_str().expect("utf-8"));
+            // Compile (and cache) outside the timing: compilation is start-up, measured above.
+            CompiledCallback::new(&sandbox, name, &std::fs::read(&path).expect("read"))
+                .expect("compiles");
+        }
+        let mut ms = Vec::new();
+        let mut kinds = Vec::new();
+        for round in 0..5 {
+            let run_dir = dir.join(format!("{name}-{round}"));
+            let t = Instant::now();
+            let summary = trainrt::train(
+                sandbox.clone(),
+                RunRequest {
+                    config: config.clone(),
+                    run_dir,
+                    resume: false,
+                },
+                &mut Quiet,
+            )
+            .expect("trains");
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            kinds = summary
+                .callbacks
+                .iter()
+                .flat_map(|c| c.faults.iter().map(|(k, n)| format!("{n}x {k}")))
+                .collect();
+        }
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], kinds)
+    };
+    let hostile = |body: &str| WatGuest::new(&[kind::EPOCH_END]).body("on-epoch-end", body);
+    let (base, _) = run("baseline", None);
+    println!("| hostile guest (on every epoch-end) | faults | extra run time (ms) |");
+    println!("|---|---|---|");
+    let guests = [
+        ("infinite loop", hostile("(loop $l (br $l))")),
+        (
+            "memory grow in small steps",
+            hostile("(loop $l (drop (memory.grow (i32.const 1))) (br $l))"),
+        ),
+        (
+            "infinite recursion",
+            hostile("(call $recurse)").extra("(func $recurse (call $recurse))"),
+        ),
+        ("unreachable", hostile("unreachable")),
+    ];
+    for (label, guest) in guests {
+        let (ms, kinds) = run(&label.replace(' ', "-"), Some(&guest));
+        println!("| {label} | {} | {:+.0} |", kinds.join(", "), ms - base);
+    }
+    println!("\nBaseline: a 2-epoch digits run without the guest takes {base:.0} ms.");
+}
+
+fn main() {
+    if std::env::var("RAYON_NUM_THREADS").is_err() {
+        eprintln!("note: RAYON_NUM_THREADS is unset; candle is much slower so");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("## Start-up\n");
+    startup_table(&dir.path().join("cache"));
+    println!("\n## Memory\n");
+    memory_table(&dir.path().join("cache"));
+    println!("\n## Hostile guests\n");
+    hostile_table(dir.path());
+}
