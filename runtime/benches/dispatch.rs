@@ -103,6 +103,20 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         black_box(native(black_box(&batch_end(u64::from(i)))));
     });
     println!("| native closure, batch-end | {ns:.0} | {ns:.0} |");
+    // wasmtime's own floor: one call into a no-op core wasm function, on the sandbox's engine
+    // (fuel and epoch checks on). A component call enters the guest twice (the export, then its
+    // post-return) and lowers and lifts values through the canonical ABI on top of this.
+    let engine = sandbox.engine();
+    let wasm = wat::parse_str(r#"(module (func (export "f")))"#).expect("wat");
+    let module = wasmtime::Module::new(engine, wasm).expect("module");
+    let mut store = wasmtime::Store::new(engine, ());
+    store.set_fuel(u64::MAX / 2).expect("fuel");
+    store.set_epoch_deadline(u64::MAX / 2);
+    let f = wasmtime::Instance::new(&mut store, &module, &[])
+        .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "f"))
+        .expect("instance");
+    let ns = median_ns(200_000, |_| f.call(&mut store, ()).expect("call"));
+    println!("| wasmtime floor: one no-op core wasm call | {ns:.0} | {ns:.0} |");
     #[derive(Clone, Copy)]
     enum On {
         BatchStart,

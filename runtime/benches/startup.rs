@@ -22,15 +22,6 @@ use trainrt::sandbox::ComponentCache;
 use trainrt::trainer::{Quiet, RunRequest};
 use trainrt::{Limits, Sandbox, bundled};
 
-const SIX: [&str; 6] = [
-    "logger",
-    "early-stopping",
-    "model-checkpoint",
-    "lr-schedule",
-    "reduce-lr-on-plateau",
-    "terminate-on-nan",
-];
-
 /// Median milliseconds of `rounds` runs of `f`.
 fn median_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
     let mut samples: Vec<f64> = (0..rounds)
@@ -56,7 +47,7 @@ fn startup_table(cache_dir: &Path) {
         "| callback | size (KiB) | compile (ms) | cached load (ms) | instantiate + init (ms) |"
     );
     println!("|---|---|---|---|---|");
-    for name in SIX {
+    for name in bundled::names() {
         let b = bytes(name);
         let compile = median_ms(3, || {
             CompiledCallback::new(&uncached, name, b).expect("compiles");
@@ -75,8 +66,7 @@ fn startup_table(cache_dir: &Path) {
             b.len() / 1024
         );
     }
-    let six: Vec<CallbackOptions> = SIX
-        .iter()
+    let six: Vec<CallbackOptions> = bundled::names()
         .map(|s| CallbackOptions::new(s.parse().expect("spec")))
         .collect();
     let uncached = Arc::new(uncached);

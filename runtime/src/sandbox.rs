@@ -274,7 +274,10 @@ impl GuestState {
         if !self.capture_stdio {
             return std::mem::take(&mut self.logs);
         }
-        for (pipe, level) in [(&self.stdout, Level::Info), (&self.stderr, Level::Warn)] {
+        for (pipe, level) in [
+            (self.stdout.clone(), Level::Info),
+            (self.stderr.clone(), Level::Warn),
+        ] {
             if pipe.is_empty() {
                 continue;
             }
@@ -284,14 +287,7 @@ impl GuestState {
                 .lines()
                 .filter(|l| !l.trim().is_empty())
             {
-                push_log(
-                    &mut self.logs,
-                    &mut self.log_budget_call,
-                    &mut self.log_budget_run,
-                    &mut self.dropped_log_bytes,
-                    level,
-                    line,
-                );
+                self.push_log(level, line);
             }
         }
         std::mem::take(&mut self.logs)
@@ -303,23 +299,19 @@ impl GuestState {
     }
 }
 
-fn push_log(
-    logs: &mut Vec<LogLine>,
-    call_budget: &mut usize,
-    run_budget: &mut usize,
-    dropped: &mut u64,
-    level: Level,
-    message: &str,
-) {
-    let budget = (*call_budget).min(*run_budget);
-    if budget == 0 {
-        *dropped += message.len() as u64;
-        return;
+impl GuestState {
+    /// Keeps a log line within the per-call and per-run budgets, counting what is dropped.
+    fn push_log(&mut self, level: Level, message: &str) {
+        let budget = self.log_budget_call.min(self.log_budget_run);
+        if budget == 0 {
+            self.dropped_log_bytes += message.len() as u64;
+            return;
+        }
+        let message = printable(message, budget);
+        self.log_budget_call = self.log_budget_call.saturating_sub(message.len());
+        self.log_budget_run = self.log_budget_run.saturating_sub(message.len());
+        self.logs.push(LogLine { level, message });
     }
-    let message = printable(message, budget);
-    *call_budget = call_budget.saturating_sub(message.len());
-    *run_budget = run_budget.saturating_sub(message.len());
-    logs.push(LogLine { level, message });
 }
 
 /// Makes guest text safe for a terminal and a log file: control characters are escaped and the
@@ -343,14 +335,7 @@ pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
 
 impl HostImports for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        push_log(
-            &mut self.logs,
-            &mut self.log_budget_call,
-            &mut self.log_budget_run,
-            &mut self.dropped_log_bytes,
-            level,
-            &message,
-        );
+        self.push_log(level, &message);
     }
 }
 
