@@ -402,8 +402,14 @@ fn main() {
     }
     let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
     let dir = tempfile::tempdir().expect("tempdir");
-    println!("## Dispatch\n");
-    dispatch_table(&sandbox, dir.path());
-    println!("\n## End to end\n");
-    end_to_end_table(&sandbox, dir.path());
+    // `TRAINRT_BENCH_ONLY=dispatch` or `=end-to-end` runs one table (e.g. under a profiler).
+    let only = std::env::var("TRAINRT_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "dispatch" {
+        println!("## Dispatch\n");
+        dispatch_table(&sandbox, dir.path());
+    }
+    if only.is_empty() || only == "end-to-end" {
+        println!("\n## End to end\n");
+        end_to_end_table(&sandbox, dir.path());
+    }
 }

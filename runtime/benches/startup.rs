@@ -126,7 +126,8 @@ fn hostile_table(dir: &Path) {
         Sandbox::with_cache(ComponentCache::at(Some(dir.join("cache")))).expect("sandbox"),
     );
     let run = |name: &str, guest: Option<&WatGuest>| -> (f64, Vec<String>) {
-        let mut config = quick_config(2);
+        // Five epochs: the guest faults once, is restarted three times, then disabled.
+        let mut config = quick_config(5);
         if let Some(g) = guest {
             let path = g.write(dir, name);
             config.push_callback(path.to_str().expect("utf-8"));
@@ -179,7 +180,92 @@ fn hostile_table(dir: &Path) {
         let (ms, kinds) = run(&label.replace(' ', "-"), Some(&guest));
         println!("| {label} | {} | {:+.0} |", kinds.join(", "), ms - base);
     }
-    println!("\nBaseline: a 2-epoch digits run without the guest takes {base:.0} ms.");
+    println!("\nBaseline: a 5-epoch digits run without the guest takes {base:.0} ms.");
+}
+
+/// The four-language examples, when `examples/run-all.sh` has built them: first compile, cached
+/// load, and the cost of one `epoch-end` event.
+fn languages_table(dir: &Path) {
+    use trainrt::contract::{EpochMetrics, RunInfo};
+    use trainrt::events::Event;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/callbacks");
+    let langs: Vec<(&str, std::path::PathBuf)> = ["rust", "python", "js", "c"]
+        .into_iter()
+        .map(|l| (l, root.join(l).join("build/early-stop.wasm")))
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    if langs.is_empty() {
+        println!("(not built: run examples/run-all.sh first)");
+        return;
+    }
+    let uncached = Sandbox::with_cache(ComponentCache::at(None)).expect("sandbox");
+    let cached = Arc::new(
+        Sandbox::with_cache(ComponentCache::at(Some(dir.join("lang-cache")))).expect("sandbox"),
+    );
+    println!(
+        "| language | size (KiB) | first compile (ms) | cached load (ms) | epoch-end event (µs) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (lang, path) in langs {
+        let b = std::fs::read(&path).expect("read");
+        let compile = median_ms(1, || {
+            CompiledCallback::new(&uncached, lang, &b).expect("compiles");
+        });
+        CompiledCallback::new(&cached, lang, &b).expect("stores");
+        let load = median_ms(5, || {
+            CompiledCallback::new(&cached, lang, &b).expect("loads");
+        });
+        let mut options = CallbackOptions::new(
+            format!("{}:patience=1000000", path.display())
+                .parse()
+                .expect("spec"),
+        );
+        options.inert_wasi = true;
+        let mut host = CallbackHost::start(cached.clone(), &[options]).expect("starts");
+        let names: Vec<String> = ["loss", "accuracy", "val_loss", "val_accuracy"]
+            .map(String::from)
+            .to_vec();
+        host.dispatch(&Event::TrainStart(RunInfo {
+            run_name: "bench".into(),
+            model: "mlp".into(),
+            parameter_count: 1,
+            dataset: "digits".into(),
+            train_samples: 1,
+            validation_samples: 1,
+            epochs: u32::MAX,
+            batch_size: 32,
+            batches_per_epoch: 1,
+            optimizer: "sgd".into(),
+            initial_lr: 0.05,
+            seed: 42,
+            metric_names: names,
+            start_epoch: 0,
+            start_step: 0,
+        }));
+        let mut epoch = 0u32;
+        let mut event = || {
+            epoch += 1;
+            let values = vec![0.5, 0.9, 1.0 / f64::from(epoch), 0.9];
+            host.dispatch(&Event::EpochEnd(EpochMetrics {
+                epoch,
+                step: u64::from(epoch),
+                values,
+            }));
+        };
+        for _ in 0..50 {
+            event();
+        }
+        let per_event = median_ms(11, || {
+            for _ in 0..200 {
+                event();
+            }
+        }) / 200.0
+            * 1e3;
+        println!(
+            "| {lang} | {} | {compile:.0} | {load:.1} | {per_event:.1} |",
+            b.len() / 1024
+        );
+    }
 }
 
 fn main() {
@@ -193,4 +279,6 @@ fn main() {
     memory_table(&dir.path().join("cache"));
     println!("\n## Hostile guests\n");
     hostile_table(dir.path());
+    println!("\n## Callbacks in other languages\n");
+    languages_table(dir.path());
 }
