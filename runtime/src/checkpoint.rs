@@ -23,9 +23,11 @@ use crate::rundir::{RunDirError, atomic_write, atomic_write_json};
 
 mod encoding;
 mod meta;
+mod writer;
 
 use encoding::{CpuTensor, checksum, to_cpu};
 pub use meta::{CallbackState, CheckpointMeta};
+pub use writer::Writer;
 
 /// The checkpoint format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -151,9 +153,8 @@ pub fn checkpoint_path(dir: &Path, tag: &str) -> Result<PathBuf, CheckpointError
     Ok(dir.join(format!("{tag}.safetensors")))
 }
 
-/// Writes checkpoint `tag` into `dir` (created if missing) and returns its path. The file is
-/// built in memory and renamed into place atomically; the `.json` sidecar follows. If only the
-/// sidecar fails, the checkpoint itself is complete and the error says which file failed.
+/// Writes checkpoint `tag` into `dir` (created if missing) and returns its path: [`encode`],
+/// then [`Encoded::write`].
 pub fn save(
     dir: &Path,
     tag: &str,
@@ -161,26 +162,65 @@ pub fn save(
     model_tensors: &[(String, Tensor)],
     optim_tensors: &[(String, Tensor)],
 ) -> Result<PathBuf, CheckpointError> {
+    encode(dir, tag, meta, model_tensors, optim_tensors)?.write()
+}
+
+/// A checkpoint serialized in memory, ready to be written (here or on a [`Writer`] thread).
+#[derive(Debug)]
+pub struct Encoded {
+    /// The checkpoint's tag.
+    pub tag: String,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    sidecar_path: PathBuf,
+    sidecar: serde_json::Value,
+}
+
+impl Encoded {
+    /// Writes the checkpoint into its directory (created if missing) and returns its path. The
+    /// file is renamed into place atomically; the `.json` sidecar follows. If only the sidecar
+    /// fails, the checkpoint itself is complete and the error says which file failed.
+    pub fn write(self) -> Result<PathBuf, CheckpointError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+                action: "cannot create checkpoint directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        atomic_write(&self.path, &self.bytes)?;
+        atomic_write_json(&self.sidecar_path, &self.sidecar)?;
+        Ok(self.path)
+    }
+}
+
+/// Serializes checkpoint `tag` for `dir`: everything but the I/O, so it can run where the
+/// tensors are while the write happens elsewhere.
+pub fn encode(
+    dir: &Path,
+    tag: &str,
+    meta: &CheckpointMeta,
+    model_tensors: &[(String, Tensor)],
+    optim_tensors: &[(String, Tensor)],
+) -> Result<Encoded, CheckpointError> {
     let path = checkpoint_path(dir, tag)?;
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-        action: "cannot create checkpoint directory",
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let meta = CheckpointMeta {
         format_version: FORMAT_VERSION,
         tag: tag.to_string(),
         ..meta.clone()
     };
-    let encode = |reason: String| CheckpointError::Encode {
+    let unencodable = |reason: String| CheckpointError::Encode {
         path: path.clone(),
         reason,
     };
     if !meta.lr.is_finite() {
         // JSON has no NaN or infinity; serde_json would write `null` and the load would fail.
-        return Err(encode(format!("learning rate {} is not finite", meta.lr)));
+        return Err(unencodable(format!(
+            "learning rate {} is not finite",
+            meta.lr
+        )));
     }
-    let meta_json = serde_json::to_string(&meta).map_err(|e| encode(e.to_string()))?;
+    let meta_json = serde_json::to_string(&meta).map_err(|e| unencodable(e.to_string()))?;
 
     let mut tensors: Vec<(String, CpuTensor)> =
         Vec::with_capacity(model_tensors.len() + optim_tensors.len());
@@ -215,16 +255,19 @@ pub fn save(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         Some(metadata),
     )
-    .map_err(|e| encode(e.to_string()))?;
+    .map_err(|e| unencodable(e.to_string()))?;
     drop(tensors);
-    atomic_write(&path, &bytes)?;
-
-    let mut sidecar = serde_json::to_value(&meta).map_err(|e| encode(e.to_string()))?;
+    let mut sidecar = serde_json::to_value(&meta).map_err(|e| unencodable(e.to_string()))?;
     if let Some(obj) = sidecar.as_object_mut() {
         obj.remove("callback_states");
     }
-    atomic_write_json(&dir.join(format!("{tag}.json")), &sidecar)?;
-    Ok(path)
+    Ok(Encoded {
+        tag: tag.to_string(),
+        path,
+        bytes,
+        sidecar_path: dir.join(format!("{tag}.json")),
+        sidecar,
+    })
 }
 
 /// Reads and verifies the checkpoint at `path`.

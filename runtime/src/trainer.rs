@@ -189,6 +189,8 @@ struct Run {
     custom_metrics: Map<String, Value>,
     last_metrics: Value,
     resumed_states: Vec<(String, Vec<u8>)>,
+    /// Writes checkpoints while training goes on; its failures are fatal at the next fixed point.
+    writer: crate::checkpoint::Writer,
 }
 
 /// Running totals of one epoch.
@@ -235,7 +237,9 @@ impl Run {
         });
         let end_result = self
             .emit(&end, observer)
-            .and_then(|()| self.save_checkpoint(LAST_TAG, observer, false));
+            .and_then(|()| self.save_checkpoint(LAST_TAG, observer, false))
+            // Every checkpoint is on disk before the summary says the run is over.
+            .and_then(|()| Ok(self.writer.wait()?));
         let (name, reason) = match &outcome {
             Outcome::Completed => ("completed", None),
             Outcome::Stopped(r) => ("stopped", Some(r.clone())),
@@ -427,6 +431,8 @@ impl Run {
         // Logs reach the OS before the checkpoint that covers them, so a crash never leaves a
         // checkpoint whose epoch has no metrics line.
         self.flush(false)?;
+        // A checkpoint that failed to write (a full disk) ends the run here.
+        self.writer.check()?;
         if self
             .epochs_done
             .is_multiple_of(self.config.checkpoint_every)

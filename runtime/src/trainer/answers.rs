@@ -105,6 +105,8 @@ impl Run {
             }
         }
         if let Some(restore) = set.restore.take() {
+            // The checkpoint to restore may still be on its way to disk.
+            self.writer.wait()?;
             let path = self
                 .run_dir
                 .join("checkpoints")
@@ -173,13 +175,15 @@ impl Run {
                 .collect(),
             extra: json!({ "run": self.config.name }),
         };
-        checkpoint::save(
+        // Serialized here, where the tensors are; written and fsync'd on the writer thread.
+        let encoded = checkpoint::encode(
             &self.run_dir.join("checkpoints"),
             tag,
             &meta,
             &self.model.tensors(),
             &self.optimizer.state_tensors(),
         )?;
+        self.writer.submit(encoded)?;
         self.known_tags.insert(tag.to_string());
         if announce {
             let info = CheckpointInfo {

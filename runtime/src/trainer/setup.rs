@@ -131,6 +131,7 @@ impl Run {
             custom_metrics: Map::new(),
             last_metrics: Value::Null,
             resumed_states,
+            writer: checkpoint::Writer::new()?,
         })
     }
 }
