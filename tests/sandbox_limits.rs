@@ -595,3 +595,96 @@ fn wasi_stdout_and_stderr_become_log_lines() {
         }
     }
 }
+
+/// A valid component for some other world (it exports `run`, not the callback interface) is
+/// rejected at load with a message naming what is missing.
+#[test]
+fn a_component_for_another_world_is_rejected() {
+    let mut resolve = wit_parser::Resolve::default();
+    let pkg = resolve
+        .push_str(
+            "other.wit",
+            "package other:thing;\nworld tool { export run: func(); }\n",
+        )
+        .unwrap();
+    let world = resolve.select_world(&[pkg], Some("tool")).unwrap();
+    let mut module = wat::parse_str(r#"(module (func (export "run")))"#).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .encode()
+        .unwrap();
+    let err = trainrt::CompiledCallback::new(&sandbox(), "tool", &component)
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(
+        err.contains("does not export the callback interface")
+            && err.contains("trainrt:callbacks/callback"),
+        "{err}"
+    );
+}
+
+/// The deadline is a deadline, not a suggestion: a loop that takes about 1.4 times the call
+/// timeout is cut off, and the same loop under a timeout ten times its length is not. The loop's
+/// length is measured first, so the test holds on fast and slow machines alike.
+#[test]
+fn a_loop_just_over_the_deadline_times_out_and_one_well_under_does_not() {
+    use trainrt::callback::{CallbackInstance, CompiledCallback};
+    use trainrt::contract::EpochMetrics;
+    use trainrt::events::Event;
+    use trainrt::sandbox::FaultKind;
+
+    // About 2^25 iterations of a countdown: tens of milliseconds.
+    let guest = hostile(
+        "(global.set $n (i32.const 33554432)) \
+         (loop $l (global.set $n (i32.sub (global.get $n) (i32.const 1))) \
+           (br_if $l (i32.ne (global.get $n) (i32.const 0))))",
+    )
+    .extra("(global $n (mut i32) (i32.const 0))");
+    let bytes = guest.component();
+    let compiled =
+        std::sync::Arc::new(CompiledCallback::new(&sandbox(), "spinner", &bytes).unwrap());
+    let event = Event::EpochEnd(EpochMetrics {
+        epoch: 0,
+        step: 1,
+        values: vec![],
+    });
+    let run = |timeout: Duration| {
+        let limits = Limits {
+            call_timeout: timeout,
+            fuel_per_call: u64::MAX / 4,
+            ..Limits::default()
+        };
+        let mut instance =
+            CallbackInstance::start(&sandbox(), compiled.clone(), &[], &limits).unwrap();
+        let t = std::time::Instant::now();
+        let result = instance.deliver(&sandbox(), &event);
+        (result, t.elapsed())
+    };
+    // The fastest of three unhindered runs is the loop's length.
+    let length = (0..3)
+        .map(|_| {
+            let (result, took) = run(Duration::from_secs(60));
+            result.expect("no deadline in sight");
+            took
+        })
+        .min()
+        .unwrap();
+    let (cut, _) = run(length.mul_f64(0.7));
+    assert_eq!(
+        cut.err().map(|f| f.kind),
+        Some(FaultKind::Timeout),
+        "a loop of {length:?} under a deadline of {:?}",
+        length.mul_f64(0.7)
+    );
+    let (whole, _) = run(length * 10);
+    whole.expect("a deadline ten times the loop's length lets it finish");
+}
