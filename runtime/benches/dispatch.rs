@@ -223,7 +223,7 @@ impl Observer for EpochTimer {
 /// `--optimizer sgd` run, with the loss read back every batch as any loop that logs it does.
 fn handwritten_candle_epoch_ms(data: &str, hidden: &[usize], epochs: u32) -> f64 {
     use candle_core::{DType, Device, Tensor};
-    use candle_nn::{Module, Optimizer, VarBuilder, VarMap};
+    use candle_nn::{Optimizer, VarBuilder, VarMap};
     let device = Device::Cpu;
     let spec: trainrt::data::DataSpec = data.parse().expect("data");
     let dataset = spec.load().expect("loads");
@@ -245,31 +245,74 @@ fn handwritten_candle_epoch_ms(data: &str, hidden: &[usize], epochs: u32) -> f64
     let mut ms = Vec::new();
     for epoch in 0..epochs {
         let order = trainrt::data::epoch_permutation(train.len(), 42, u64::from(epoch));
-        let mut t = Instant::now();
-        for (b, chunk) in order.chunks(32).enumerate() {
-            let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
-            let idx = Tensor::from_vec(idx, chunk.len(), &device).expect("idx");
-            let xb = x.index_select(&idx, 0).expect("xb");
-            let yb = y.index_select(&idx, 0).expect("yb");
-            let mut h = xb;
-            for (i, layer) in layers.iter().enumerate() {
-                h = layer.forward(&h).expect("forward");
-                if i + 1 < layers.len() {
-                    h = h.relu().expect("relu");
-                }
-            }
-            let loss = candle_nn::loss::cross_entropy(&h, &yb).expect("loss");
-            sgd.backward_step(&loss).expect("step");
-            black_box(loss.to_scalar::<f32>().expect("scalar"));
-            if b == 0 {
-                // Timed like the trainer's epochs: from the end of the first batch.
-                t = Instant::now();
-            }
-        }
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let took = handwritten_epoch(&x, &y, &layers, &mut sgd, &order);
+        ms.push(took.as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
     ms[ms.len() / 2]
+}
+
+/// One epoch of the hand-written loop; returns the time from the end of its first batch (timed
+/// like the trainer's epochs). Not inlined, so `callgrind --toggle-collect` can count it alone.
+#[inline(never)]
+fn handwritten_epoch(
+    x: &candle_core::Tensor,
+    y: &candle_core::Tensor,
+    layers: &[candle_nn::Linear],
+    sgd: &mut candle_nn::SGD,
+    order: &[usize],
+) -> Duration {
+    use candle_core::Tensor;
+    use candle_nn::{Module, Optimizer};
+    let mut t = Instant::now();
+    for (b, chunk) in order.chunks(32).enumerate() {
+        let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::from_vec(idx, chunk.len(), x.device()).expect("idx");
+        let xb = x.index_select(&idx, 0).expect("xb");
+        let yb = y.index_select(&idx, 0).expect("yb");
+        let mut h = xb;
+        for (i, layer) in layers.iter().enumerate() {
+            h = layer.forward(&h).expect("forward");
+            if i + 1 < layers.len() {
+                h = h.relu().expect("relu");
+            }
+        }
+        let loss = candle_nn::loss::cross_entropy(&h, &yb).expect("loss");
+        sgd.backward_step(&loss).expect("step");
+        black_box(loss.to_scalar::<f32>().expect("scalar"));
+        if b == 0 {
+            t = Instant::now();
+        }
+    }
+    t.elapsed()
+}
+
+/// Runs only the trainer (plain SGD, no callbacks) or only the hand-written loop on digits, for
+/// counting instructions under callgrind (see BENCHMARKS.md).
+fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &str) {
+    let epochs = std::env::var("TRAINRT_BENCH_EPOCHS")
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(3);
+    if which == "handwritten" {
+        black_box(handwritten_candle_epoch_ms("digits", &[128], epochs));
+        return;
+    }
+    let config = TrainConfig {
+        epochs,
+        optimizer: "sgd".into(),
+        ..TrainConfig::default()
+    };
+    trainrt::train(
+        sandbox.clone(),
+        RunRequest {
+            config,
+            run_dir: dir.join("instructions"),
+            resume: false,
+        },
+        &mut Quiet,
+    )
+    .expect("trains");
 }
 
 fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
@@ -391,7 +434,6 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             );
         }
     }
-    let _ = Quiet;
 }
 
 fn main() {
@@ -402,7 +444,8 @@ fn main() {
     }
     let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
     let dir = tempfile::tempdir().expect("tempdir");
-    // `TRAINRT_BENCH_ONLY=dispatch` or `=end-to-end` runs one table (e.g. under a profiler).
+    // `TRAINRT_BENCH_ONLY=dispatch` or `=end-to-end` runs one table (e.g. under a profiler);
+    // `=instructions-trainrt` or `=instructions-handwritten` runs one training loop for callgrind.
     let only = std::env::var("TRAINRT_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "dispatch" {
         println!("## Dispatch\n");
@@ -411,5 +454,8 @@ fn main() {
     if only.is_empty() || only == "end-to-end" {
         println!("\n## End to end\n");
         end_to_end_table(&sandbox, dir.path());
+    }
+    if let Some(which) = only.strip_prefix("instructions-") {
+        instruction_count_run(&sandbox, dir.path(), which);
     }
 }
