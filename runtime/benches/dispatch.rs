@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{WatGuest, kind};
+use common::{WatGuest, kind, run_info};
 use trainrt::contract::{BatchInfo, BatchMetrics, Decision, EpochMetrics, RunInfo};
 use trainrt::events::Event;
 use trainrt::host::{CallbackHost, CallbackOptions};
@@ -37,30 +37,6 @@ fn median_ns(n: u32, mut f: impl FnMut(u32)) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     samples[ROUNDS / 2]
-}
-
-fn run_info(metrics: usize) -> RunInfo {
-    let mut names: Vec<String> = ["loss", "accuracy", "val_loss", "val_accuracy"]
-        .map(String::from)
-        .to_vec();
-    names.extend((4..metrics).map(|i| format!("metric_{i}")));
-    RunInfo {
-        run_name: "bench".into(),
-        model: "mlp(64-128-10)".into(),
-        parameter_count: 9610,
-        dataset: "digits".into(),
-        train_samples: 1438,
-        validation_samples: 359,
-        epochs: 1_000_000,
-        batch_size: 32,
-        batches_per_epoch: 45,
-        optimizer: "sgd".into(),
-        initial_lr: 0.05,
-        seed: 42,
-        metric_names: names,
-        start_epoch: 0,
-        start_step: 0,
-    }
 }
 
 fn batch_end(step: u64) -> Event {

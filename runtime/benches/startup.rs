@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{WatGuest, kind, quick_config};
+use common::{WatGuest, kind, quick_config, run_info};
 use trainrt::callback::{CallbackInstance, CompiledCallback};
 use trainrt::host::{CallbackHost, CallbackOptions};
 use trainrt::sandbox::ComponentCache;
@@ -186,7 +186,7 @@ fn hostile_table(dir: &Path) {
 /// The four-language examples, when `examples/run-all.sh` has built them: first compile, cached
 /// load, and the cost of one `epoch-end` event.
 fn languages_table(dir: &Path) {
-    use trainrt::contract::{EpochMetrics, RunInfo};
+    use trainrt::contract::EpochMetrics;
     use trainrt::events::Event;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/callbacks");
     let langs: Vec<(&str, std::path::PathBuf)> = ["rust", "python", "js", "c"]
@@ -222,26 +222,7 @@ fn languages_table(dir: &Path) {
         );
         options.inert_wasi = true;
         let mut host = CallbackHost::start(cached.clone(), &[options]).expect("starts");
-        let names: Vec<String> = ["loss", "accuracy", "val_loss", "val_accuracy"]
-            .map(String::from)
-            .to_vec();
-        host.dispatch(&Event::TrainStart(RunInfo {
-            run_name: "bench".into(),
-            model: "mlp".into(),
-            parameter_count: 1,
-            dataset: "digits".into(),
-            train_samples: 1,
-            validation_samples: 1,
-            epochs: u32::MAX,
-            batch_size: 32,
-            batches_per_epoch: 1,
-            optimizer: "sgd".into(),
-            initial_lr: 0.05,
-            seed: 42,
-            metric_names: names,
-            start_epoch: 0,
-            start_step: 0,
-        }));
+        host.dispatch(&Event::TrainStart(run_info(4)));
         let mut epoch = 0u32;
         let mut event = || {
             epoch += 1;

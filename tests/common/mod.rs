@@ -360,3 +360,29 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A digits-shaped `run-info` for driving callbacks without training: the four built-in epoch
+/// metrics, then `metric_4`... up to `metrics` names.
+pub fn run_info(metrics: usize) -> trainrt::contract::RunInfo {
+    let mut names: Vec<String> = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        .map(String::from)
+        .to_vec();
+    names.extend((4..metrics).map(|i| format!("metric_{i}")));
+    trainrt::contract::RunInfo {
+        run_name: "bench".into(),
+        model: "mlp(64-128-10)".into(),
+        parameter_count: 9610,
+        dataset: "digits".into(),
+        train_samples: 1438,
+        validation_samples: 359,
+        epochs: 1_000_000,
+        batch_size: 32,
+        batches_per_epoch: 45,
+        optimizer: "sgd".into(),
+        initial_lr: 0.05,
+        seed: 42,
+        metric_names: names,
+        start_epoch: 0,
+        start_step: 0,
+    }
+}
