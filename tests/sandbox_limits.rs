@@ -36,6 +36,15 @@ fn baseline(dir: &Path) -> std::path::PathBuf {
     run
 }
 
+/// Asserts the final weights of `run` are bitwise those of the same 2-epoch run without callbacks.
+fn assert_weights_untouched(run: &Path, dir: &Path) {
+    assert_eq!(
+        weights(run, "last"),
+        weights(&baseline(dir), "last"),
+        "a guest that made no valid decision changed the weights"
+    );
+}
+
 fn fault_kinds(run: &Path) -> Vec<String> {
     jsonl(run, "faults.jsonl")
         .iter()
@@ -65,10 +74,7 @@ fn an_infinite_loop_times_out() {
     assert_eq!(fault_kinds(&run), vec!["timeout"]);
     assert_eq!(summary(&run)["callbacks"][0]["status"], "disabled");
     assert_eq!(summary(&run)["outcome"], "completed");
-    assert_eq!(
-        weights(&baseline(dir.path()), "last"),
-        weights(&run, "last")
-    );
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -226,7 +232,6 @@ fn a_million_decisions_is_an_invalid_decision_fault() {
         "(drop (memory.grow (i32.const 400))) (i32.store (i32.const 16) (i32.const 65536)) \
          (i32.store (i32.const 20) (i32.const 1000000)) (return (i32.const 16))",
     );
-    let base = baseline(dir.path());
     let limits = Limits {
         call_timeout: Duration::from_secs(10),
         ..Limits::default()
@@ -238,7 +243,7 @@ fn a_million_decisions_is_an_invalid_decision_fault() {
         "completed",
         "none of the stops applied"
     );
-    assert_eq!(weights(&base, "last"), weights(&run, "last"));
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -514,10 +519,7 @@ fn a_rust_panic_is_a_trap_fault_that_keeps_its_message() {
             .any(|l| l["message"].as_str().unwrap().contains("panicked at")),
         "the panic message is in log.jsonl"
     );
-    assert_eq!(
-        weights(&run, "last"),
-        weights(&baseline(dir.path()), "last")
-    );
+    assert_weights_untouched(&run, dir.path());
 }
 
 /// 64 MiB written to stdout in one call is cut to the output budget and counted; the flood is not
@@ -558,10 +560,7 @@ fn a_stdout_flood_is_cut_to_the_budget() {
         .as_u64()
         .unwrap();
     assert!(dropped > (2 * 60) << 20, "dropped only {dropped} bytes");
-    assert_eq!(
-        weights(&run, "last"),
-        weights(&baseline(dir.path()), "last")
-    );
+    assert_weights_untouched(&run, dir.path());
 }
 
 /// What a WASI guest prints becomes log lines: stdout at `info`, stderr at `warn`.

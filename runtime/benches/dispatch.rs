@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{WatGuest, kind, run_info};
-use trainrt::contract::{BatchInfo, BatchMetrics, Decision, EpochMetrics, RunInfo};
+use trainrt::contract::{BatchInfo, BatchMetrics, Decision, EpochMetrics};
 use trainrt::events::Event;
 use trainrt::host::{CallbackHost, CallbackOptions};
 use trainrt::trainer::{Observer, Quiet, RunRequest};
