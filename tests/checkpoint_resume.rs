@@ -141,16 +141,15 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// the last checkpoint must load and `--resume` must finish the run.
 #[test]
 fn sigkill_at_any_point_leaves_a_resumable_run() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_trainrt");
     let mut resumed = 0;
     // Delays after the first checkpoint appears, so every kill lands mid-training; epochs take a
     // few milliseconds each, so these spread over checkpoint writes and training steps alike.
     for (i, delay_ms) in [0u64, 2, 5, 9, 14, 22].into_iter().enumerate() {
         let run = dir.path().join(format!("r{i}"));
-        let mut child = Command::new(bin)
+        let mut child = common::trainrt_command()
             .args([
                 "run",
                 "--epochs",
@@ -176,7 +175,7 @@ fn sigkill_at_any_point_leaves_a_resumable_run() {
         child.wait().unwrap();
         trainrt::checkpoint::load(&last).expect("the last checkpoint is loadable after SIGKILL");
         let epoch = trainrt::checkpoint::load(&last).unwrap().meta.epoch;
-        let out = Command::new(bin)
+        let out = common::trainrt_command()
             .args(["run", "--threads", "1", "--epochs"])
             .arg((epoch + 2).to_string())
             .arg("--resume")
@@ -209,7 +208,7 @@ fn a_read_only_run_directory_is_a_clear_error() {
     let Some(fs) = Tmpfs::mount("ro,size=1m") else {
         return;
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainrt"))
+    let out = common::trainrt_command()
         .args(["run", "--epochs", "1", "--threads", "1", "--run-dir"])
         .arg(fs.path().join("run"))
         .output()
@@ -232,8 +231,7 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
         return;
     };
     let run = fs.path().join("run");
-    let bin = env!("CARGO_BIN_EXE_trainrt");
-    let out = std::process::Command::new(bin)
+    let out = common::trainrt_command()
         .args(["run", "--epochs", "400", "--threads", "1"])
         .args(["--callback", "early-stopping:patience=1000", "--run-dir"])
         .arg(&run)
@@ -266,7 +264,7 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
         let to = moved.join(f.strip_prefix(&run).unwrap());
         std::fs::copy(f, to).unwrap();
     }
-    let out = std::process::Command::new(bin)
+    let out = common::trainrt_command()
         .args(["run", "--threads", "1", "--epochs"])
         .arg((epoch + 1).to_string())
         .arg("--resume")

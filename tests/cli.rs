@@ -5,12 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{WatGuest, kind};
 
 fn trainrt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainrt"))
+    common::trainrt_command()
         .args(args)
         .current_dir(cwd)
         .output()

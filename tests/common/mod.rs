@@ -10,17 +10,27 @@ use trainrt::Sandbox;
 use trainrt::config::TrainConfig;
 use trainrt::trainer::{Quiet, RunRequest, RunSummary};
 
-/// One engine for the whole test binary, as a service would share it, caching compiled
-/// components in the build's temp dir rather than the user's cache.
+/// Where the tests cache compiled components: the build's temp dir, not the user's cache.
+pub fn component_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache")
+}
+
+/// One engine for the whole test binary, as a service would share it.
 pub fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     SANDBOX
         .get_or_init(|| {
-            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-            let cache = trainrt::sandbox::ComponentCache::at(Some(cache));
+            let cache = trainrt::sandbox::ComponentCache::at(Some(component_cache_dir()));
             Arc::new(Sandbox::with_cache(cache).expect("sandbox"))
         })
         .clone()
+}
+
+/// The `trainrt` binary under test, caching where the tests do.
+pub fn trainrt_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trainrt"));
+    command.env("TRAINRT_CACHE_DIR", component_cache_dir());
+    command
 }
 
 /// A short digits run: small enough for a test, long enough to learn.
