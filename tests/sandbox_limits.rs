@@ -106,10 +106,12 @@ fn memory_growth_past_the_cap_is_a_memory_limit_fault() {
         Limits::default(),
     );
     assert_eq!(fault_kinds(&run), vec!["memory-limit"]);
+    assert_weights_untouched(&run, dir.path());
     let dir = tempfile::tempdir().unwrap();
     let many = hostile("(loop $l (drop (memory.grow (i32.const 1))) (br $l))");
     let run = run_with(many, dir.path(), FaultPolicy::Disable, Limits::default());
     assert_eq!(fault_kinds(&run), vec!["memory-limit"]);
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -118,6 +120,7 @@ fn infinite_recursion_is_a_stack_overflow() {
     let guest = hostile("(call $recurse)").extra("(func $recurse (call $recurse))");
     let run = run_with(guest, dir.path(), FaultPolicy::Disable, Limits::default());
     assert_eq!(fault_kinds(&run), vec!["stack-overflow"]);
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -221,6 +224,7 @@ fn log_floods_are_cut_and_counted() {
             .unwrap()
             > 1_000_000
     );
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -262,6 +266,7 @@ fn a_giant_state_snapshot_is_invalid_output() {
     // The checkpoint was still written, without that callback's state.
     let ckpt = trainrt::checkpoint::load(&run.join("checkpoints/last.safetensors")).unwrap();
     assert!(ckpt.meta.callback_states.is_empty());
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -294,6 +299,8 @@ fn a_restore_state_that_traps_on_resume_is_contained() {
         (faults[0]["kind"].as_str(), faults[0]["during"].as_str()),
         (Some("trap"), Some("restore-state"))
     );
+    // One epoch, then a resume to two, ends where two straight epochs without it end.
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -312,6 +319,7 @@ fn a_log_line_that_is_not_utf8_is_invalid_output() {
         message.contains("utf-8") && !message.contains('\n'),
         "{message}"
     );
+    assert_weights_untouched(&run, dir.path());
 }
 
 #[test]
@@ -686,4 +694,48 @@ fn a_loop_just_over_the_deadline_times_out_and_one_well_under_does_not() {
     );
     let (whole, _) = run(length * 10);
     whole.expect("a deadline ten times the loop's length lets it finish");
+}
+
+/// A component importing an interface the sandbox does not offer is refused at load, naming the
+/// import, before anything runs.
+#[test]
+fn an_unknown_import_is_refused_naming_it() {
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    resolve.push_path(&wit).unwrap();
+    let pkg = resolve
+        .push_str(
+            "evil.wit",
+            "package evil:host;\n\
+             interface escape { run: func(); }\n\
+             world hostile { include trainrt:callbacks/callback-world@0.1.0; import escape; }\n",
+        )
+        .unwrap();
+    let world = resolve.select_world(&[pkg], Some("hostile")).unwrap();
+    let wat = hostile("(call $escape)").wat().replacen(
+        "(module\n",
+        "(module\n  (import \"evil:host/escape\" \"run\" (func $escape))\n",
+        1,
+    );
+    let mut module = wat::parse_str(&wat).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .encode()
+        .unwrap();
+    let err = trainrt::CompiledCallback::new(&sandbox(), "escaper", &component)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("evil:host/escape") && err.contains("does not grant"),
+        "{err}"
+    );
 }
