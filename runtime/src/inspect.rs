@@ -70,12 +70,7 @@ pub(crate) fn compile(
                 crate::sandbox::describe(&e)
             ))
         })?;
-    let refused: Vec<String> = component
-        .component_type()
-        .imports(sandbox.engine())
-        .map(|(n, _)| n.to_string())
-        .filter(|n| import_verdict(n) == ImportVerdict::Refused)
-        .collect();
+    let refused = imports_with(sandbox, &component, ImportVerdict::Refused);
     if !refused.is_empty() {
         return Err(invalid(format!(
             "imports {} which the sandbox does not grant; a callback may import only {HOST_INTERFACE} \
@@ -84,6 +79,16 @@ pub(crate) fn compile(
         )));
     }
     Ok(component)
+}
+
+/// The component's imports that get `verdict`.
+fn imports_with(sandbox: &Sandbox, component: &Component, verdict: ImportVerdict) -> Vec<String> {
+    component
+        .component_type()
+        .imports(sandbox.engine())
+        .map(|(n, _)| n.to_string())
+        .filter(|n| import_verdict(n) == verdict)
+        .collect()
 }
 
 /// Checks a component's [`ImportVerdict::Inert`] imports against the operator's grant: without
@@ -98,12 +103,7 @@ pub(crate) fn check_grants(
     if inert_wasi {
         return Ok(());
     }
-    let inert: Vec<String> = component
-        .component_type()
-        .imports(sandbox.engine())
-        .map(|(n, _)| n.to_string())
-        .filter(|n| import_verdict(n) == ImportVerdict::Inert)
-        .collect();
+    let inert = imports_with(sandbox, component, ImportVerdict::Inert);
     if inert.is_empty() {
         return Ok(());
     }
