@@ -253,13 +253,24 @@ fn main() {
     if std::env::var("RAYON_NUM_THREADS").is_err() {
         eprintln!("note: RAYON_NUM_THREADS is unset; candle is much slower so");
     }
+    // TRAINRT_BENCH_ONLY=start-up|memory|hostile|languages runs one table.
+    let only = std::env::var("TRAINRT_BENCH_ONLY").ok();
+    let wanted = |table: &str| only.as_deref().is_none_or(|o| o == table);
     let dir = tempfile::tempdir().expect("tempdir");
-    println!("## Start-up\n");
-    startup_table(&dir.path().join("cache"));
-    println!("\n## Memory\n");
-    memory_table(&dir.path().join("cache"));
-    println!("\n## Hostile guests\n");
-    hostile_table(dir.path());
-    println!("\n## Callbacks in other languages\n");
-    languages_table(dir.path());
+    if wanted("start-up") {
+        println!("## Start-up\n");
+        startup_table(&dir.path().join("cache"));
+    }
+    if wanted("memory") {
+        println!("\n## Memory\n");
+        memory_table(&dir.path().join("cache"));
+    }
+    if wanted("hostile") {
+        println!("\n## Hostile guests\n");
+        hostile_table(dir.path());
+    }
+    if wanted("languages") {
+        println!("\n## Callbacks in other languages\n");
+        languages_table(dir.path());
+    }
 }
