@@ -37,7 +37,8 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
     assert!(best >= 0.95, "best validation accuracy {best}");
 
     // events.jsonl holds exactly what was delivered: logger wants train-start, epoch-end,
-    // checkpoint-saved, train-end and faults; terminate-on-nan every batch-end.
+    // checkpoint-saved, train-end and faults; terminate-on-nan only faults (the host checks
+    // every loss itself), so no batch event reaches anyone.
     let events = jsonl(dir.path(), "events.jsonl");
     assert_eq!(events.first().unwrap()["event"], "train-start");
     assert_eq!(events.last().unwrap()["event"], "train-end");
@@ -45,8 +46,12 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
         events.iter().filter(|e| e["event"] == "epoch-end").count(),
         30
     );
-    let batches = events.iter().filter(|e| e["event"] == "batch-end").count();
-    assert_eq!(batches as u64, result.steps);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "batch-end" || e["event"] == "batch-start"),
+        "nobody subscribed to batch events"
+    );
     assert_eq!(
         events
             .iter()
@@ -68,6 +73,38 @@ fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
         log.iter().any(|l| l["callback"] == "logger"
             && l["message"].as_str().unwrap().contains("val_accuracy")),
         "logger logged epochs"
+    );
+}
+
+#[test]
+fn terminate_on_nan_stops_a_diverging_run_at_its_first_non_finite_step_without_per_batch_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick_config(5);
+    // Plain SGD at this rate overflows within the first epoch.
+    config.optimizer = "sgd".into();
+    config.lr = 1e12;
+    config.push_callback("terminate-on-nan");
+    let result = train(config, dir.path());
+    assert_eq!(result.outcome, "stopped");
+    let reason = result.reason.unwrap();
+    assert!(
+        reason.contains("terminate-on-nan: loss is"),
+        "stop reason: {reason}"
+    );
+
+    // It was told once, by the host's non-finite-loss fault event, after the step where the loss
+    // first went bad, and training stopped right after that step.
+    let events = jsonl(dir.path(), "events.jsonl");
+    let faults: Vec<_> = events.iter().filter(|e| e["event"] == "fault").collect();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    let bad_step = faults[0]["step"].as_u64().unwrap();
+    assert_eq!(result.steps, bad_step);
+    assert!(reason.ends_with(&format!("step {bad_step}")), "{reason}");
+    let s = summary(dir.path());
+    let calls = s["callbacks"][0]["calls"].as_u64().unwrap();
+    assert!(
+        calls < 10,
+        "{calls} guest calls for {bad_step} steps: it is not called per batch"
     );
 }
 

@@ -346,7 +346,15 @@ impl Run {
                 totals.non_finite_reported = true;
                 let info = FaultInfo {
                     kind: EventFaultKind::NonFiniteLoss,
-                    message: format!("loss is {loss_value} at epoch {epoch}, step {}", self.step),
+                    message: format!(
+                        "loss is {} at epoch {epoch}, step {}",
+                        if loss_value.is_nan() {
+                            "NaN"
+                        } else {
+                            "infinite"
+                        },
+                        self.step
+                    ),
                     epoch,
                     step: self.step,
                 };
