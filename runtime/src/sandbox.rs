@@ -287,7 +287,7 @@ impl GuestState {
                 .lines()
                 .filter(|l| !l.trim().is_empty())
             {
-                self.push_log(level, line);
+                self.push_log(level, line.to_string());
             }
         }
         std::mem::take(&mut self.logs)
@@ -301,13 +301,18 @@ impl GuestState {
 
 impl GuestState {
     /// Keeps a log line within the per-call and per-run budgets, counting what is dropped.
-    fn push_log(&mut self, level: Level, message: &str) {
+    fn push_log(&mut self, level: Level, message: String) {
         let budget = self.log_budget_call.min(self.log_budget_run);
         if budget == 0 {
             self.dropped_log_bytes += message.len() as u64;
             return;
         }
-        let message = printable(message, budget);
+        // Most lines need neither escaping nor cutting: keep the guest's string as it came.
+        let message = if is_printable_within(&message, budget) {
+            message
+        } else {
+            printable(&message, budget)
+        };
         self.log_budget_call = self.log_budget_call.saturating_sub(message.len());
         self.log_budget_run = self.log_budget_run.saturating_sub(message.len());
         self.logs.push(LogLine { level, message });
@@ -317,25 +322,35 @@ impl GuestState {
 /// Makes guest text safe for a terminal and a log file: control characters are escaped and the
 /// result is cut to at most `max_bytes` (on a character boundary, marked with `…`).
 pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
+    if is_printable_within(text, max_bytes) {
+        return text.to_string();
+    }
     let mut out = String::with_capacity(text.len().min(max_bytes));
     for c in text.chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
-        if out.len() + piece.len() > max_bytes {
+        let escaped = c.is_control().then(|| c.escape_default());
+        let len = escaped
+            .as_ref()
+            .map_or(c.len_utf8(), ExactSizeIterator::len);
+        if out.len() + len > max_bytes {
             out.push('…');
             break;
         }
-        out.push_str(&piece);
+        match escaped {
+            Some(e) => out.extend(e),
+            None => out.push(c),
+        }
     }
     out
 }
 
+/// Whether [`printable`] would return `text` unchanged.
+fn is_printable_within(text: &str, max_bytes: usize) -> bool {
+    text.len() <= max_bytes && !text.chars().any(char::is_control)
+}
+
 impl HostImports for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        self.push_log(level, &message);
+        self.push_log(level, message);
     }
 }
 
@@ -548,6 +563,14 @@ mod tests {
             "{cut}"
         );
         assert_eq!(printable("ééé", 3), "é…");
+        // Nothing to escape or cut: the text as it came.
+        assert_eq!(
+            printable("epoch 3: loss=0.1234 ✓", 100),
+            "epoch 3: loss=0.1234 ✓"
+        );
+        assert_eq!(printable("exactly10!", 10), "exactly10!");
+        // An escape that does not fit is cut whole, never split.
+        assert_eq!(printable("abcdefgh\n", 9), "abcdefgh…");
     }
 
     #[test]
