@@ -80,6 +80,42 @@ fn checkpoints_hold_callback_state_and_leave_no_temp_files() {
 }
 
 #[test]
+fn a_callback_that_heard_nothing_since_the_last_checkpoint_is_not_asked_for_its_state_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_state(4);
+    // Subscribed to `fault` only: in a healthy run it hears nothing after `init`.
+    config.push_callback("terminate-on-nan");
+    train(config, dir.path());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let calls = |name: &str| {
+        summary["callbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    };
+    // `init`, `train-start` (the Rust SDK always takes it, for the metric names) and the first
+    // epoch's snapshot; the three later `last` checkpoints reuse that snapshot.
+    assert_eq!(calls("terminate-on-nan"), 3);
+    // early-stopping hears train-start and every epoch-end, so every checkpoint asks it anew:
+    // init + train-start + 4 epoch-ends + 4 snapshots.
+    assert_eq!(calls("early-stopping"), 10);
+    // And the reused state is in every checkpoint all the same.
+    let ckpt = trainrt::checkpoint::load(&dir.path().join("checkpoints/last.safetensors")).unwrap();
+    let names: Vec<&str> = ckpt
+        .meta
+        .callback_states
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["early-stopping", "terminate-on-nan"]);
+}
+
+#[test]
 fn resume_of_something_that_is_not_a_run_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = trainrt::trainer::load_run_config(dir.path())

@@ -254,12 +254,18 @@ impl Fault {
 pub struct CallStats {
     /// Guest calls made (init and state calls included).
     pub calls: u64,
-    /// Total time spent in guest calls.
-    pub total_time_us: u64,
+    /// Total time spent in guest calls, summed in nanoseconds (most calls take under a
+    /// microsecond) and reported in `summary.json` as whole microseconds.
+    #[serde(rename = "total_time_us", serialize_with = "as_micros")]
+    pub total_time_ns: u64,
     /// Fuel (wasm instructions, roughly) used in total.
     pub fuel_used: u64,
     /// Decisions returned.
     pub decisions: u64,
+}
+
+fn as_micros<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(ns.saturating_add(500) / 1000)
 }
 
 /// A live callback for one run: its own store, bindings and subscription filter.
@@ -271,6 +277,11 @@ pub struct CallbackInstance {
     bindings: CallbackWorld,
     subscriptions: Subscriptions,
     stats: CallStats,
+    /// What the last `snapshot-state` returned, kept while the instance has not been called
+    /// since. A guest's state changes only inside its own calls (it has no threads, and the host
+    /// never touches its memory between calls), so asking again would return the same bytes: a
+    /// callback that heard nothing since the last checkpoint costs the next one no guest call.
+    unchanged_snapshot: Option<Vec<u8>>,
 }
 
 impl CallbackInstance {
@@ -307,6 +318,7 @@ impl CallbackInstance {
             bindings,
             subscriptions: Subscriptions::default(),
             stats: CallStats::default(),
+            unchanged_snapshot: None,
         };
         let config = this.config.clone();
         let timeout = this.limits.init_timeout;
@@ -387,8 +399,12 @@ impl CallbackInstance {
         Ok(decisions)
     }
 
-    /// The callback's state snapshot, size-checked.
+    /// The callback's state snapshot, size-checked. Calls the guest only if it was called since
+    /// its last snapshot.
     pub fn snapshot(&mut self, sandbox: &Sandbox) -> Result<Vec<u8>, Fault> {
+        if let Some(state) = &self.unchanged_snapshot {
+            return Ok(state.clone());
+        }
         let timeout = self.limits.call_timeout;
         let state = self.call(sandbox, timeout, |b, s| {
             b.trainrt_callbacks_callback().call_snapshot_state(s)
@@ -403,6 +419,7 @@ impl CallbackInstance {
                 ),
             ));
         }
+        self.unchanged_snapshot = Some(state.clone());
         Ok(state)
     }
 
@@ -441,14 +458,18 @@ impl CallbackInstance {
         f: impl FnOnce(&CallbackWorld, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let fuel = self.limits.fuel_per_call;
+        // Whatever this call is, the guest may change its state in it.
+        self.unchanged_snapshot = None;
         self.store.data_mut().begin_call(&self.limits);
         sandbox.arm(&mut self.store, timeout, fuel);
         let started = Instant::now();
         let (bindings, store) = (&self.bindings, &mut self.store);
         let result = guard(|| f(bindings, store));
         self.stats.calls += 1;
-        self.stats.total_time_us +=
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.total_time_ns = self
+            .stats
+            .total_time_ns
+            .saturating_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         self.stats.fuel_used += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         result
     }

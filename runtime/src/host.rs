@@ -348,7 +348,7 @@ impl CallbackHost {
                 let mean = if stats.calls == 0 {
                     0.0
                 } else {
-                    stats.total_time_us as f64 / stats.calls as f64
+                    stats.total_time_ns as f64 / 1e3 / stats.calls as f64
                 };
                 CallbackReport {
                     name: s.name.clone(),
@@ -452,7 +452,7 @@ fn collect_logs(slot: &mut Slot, logs: &mut Vec<(String, LogLine)>) {
 
 fn add_stats(total: &mut CallStats, more: &CallStats) {
     total.calls += more.calls;
-    total.total_time_us += more.total_time_us;
+    total.total_time_ns = total.total_time_ns.saturating_add(more.total_time_ns);
     total.fuel_used += more.fuel_used;
     total.decisions += more.decisions;
 }
