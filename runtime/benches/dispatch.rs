@@ -54,7 +54,13 @@ fn batch_end(step: u64) -> Event {
 fn host(sandbox: &Arc<Sandbox>, specs: &[String], metrics: usize) -> CallbackHost {
     let options: Vec<CallbackOptions> = specs
         .iter()
-        .map(|s| CallbackOptions::new(s.parse().expect("spec")))
+        .map(|s| {
+            let mut options = CallbackOptions::new(s.parse().expect("spec"));
+            // Tens of thousands of calls: the per-run log budget would run out part way and
+            // turn the rest into cheap drops; the bench measures the steady state.
+            options.limits.log_bytes_per_run = usize::MAX;
+            options
+        })
         .collect();
     let mut host = CallbackHost::start(sandbox.clone(), &options).expect("callbacks start");
     host.dispatch(&Event::TrainStart(run_info(metrics)));
@@ -99,7 +105,7 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         BatchEnd,
         EpochEnd,
     }
-    let rows: [(&str, Vec<String>, On); 6] = [
+    let rows: [(&str, Vec<String>, On); 7] = [
         (
             "no-op component, batch-end",
             vec![noop.clone()],
@@ -111,9 +117,15 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             On::BatchEnd,
         ),
         (
+            // Subscribed to `fault` only: the host checks each loss and tells it on a NaN.
             "terminate-on-nan, batch-end",
             vec!["terminate-on-nan".into()],
             On::BatchEnd,
+        ),
+        (
+            "logger, epoch-end (formats and logs a line)",
+            vec!["logger".into()],
+            On::EpochEnd,
         ),
         (
             "lr-schedule per step, batch-start",
@@ -155,6 +167,8 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
                         values: values.clone(),
                     });
                     black_box(h.dispatch(&e));
+                    // As the trainer does after each event (to write log.jsonl).
+                    black_box(h.take_logs());
                 }),
             };
             cells.push(format!("{ns:.0}"));
@@ -165,7 +179,10 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
 
 struct EpochTimer {
     start: Instant,
+    start_cpu: Duration,
     epochs: Vec<Duration>,
+    /// CPU time of the whole process (all threads) over the same span as `epochs`.
+    epochs_cpu: Vec<Duration>,
     /// From the end of the first batch to the end of the last: training steps only.
     training: Vec<Duration>,
 }
@@ -174,15 +191,38 @@ impl EpochTimer {
     fn new() -> Self {
         Self {
             start: Instant::now(),
+            start_cpu: Duration::ZERO,
             epochs: Vec::new(),
+            epochs_cpu: Vec::new(),
             training: Vec::new(),
         }
     }
 }
 
+/// CPU time used so far by every live thread of this process, from the scheduler's own
+/// accounting (`/proc/self/task/*/schedstat`, nanoseconds). On this VM the kernel leaves time
+/// stolen by the hypervisor out of it, so it shakes far less than wall-clock time when
+/// neighbours are busy.
+fn process_cpu() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                ns += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
 impl Observer for EpochTimer {
     fn batch_done(&mut self, _epoch: u32, batch: u32, batches: u32) {
         if batch == 0 {
+            self.start_cpu = process_cpu();
             self.start = Instant::now();
         }
         if batch + 1 == batches {
@@ -191,6 +231,8 @@ impl Observer for EpochTimer {
     }
     fn epoch_done(&mut self, _epoch: u32, _metrics: &serde_json::Value) {
         self.epochs.push(self.start.elapsed());
+        self.epochs_cpu
+            .push(process_cpu().saturating_sub(self.start_cpu));
     }
 }
 
@@ -222,10 +264,12 @@ fn handwritten_candle_epoch_ms(data: &str, hidden: &[usize], epochs: u32) -> f64
     for epoch in 0..epochs {
         let order = trainrt::data::epoch_permutation(train.len(), 42, u64::from(epoch));
         let took = handwritten_epoch(&x, &y, &layers, &mut sgd, &order);
-        ms.push(took.as_secs_f64() * 1e3);
+        // Epoch 0 is left out when there are others, as for the trainer's runs.
+        if epoch > 0 || epochs == 1 {
+            ms.push(took.as_secs_f64() * 1e3);
+        }
     }
-    ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+    median(ms)
 }
 
 /// One epoch of the hand-written loop; returns the time from the end of its first batch (timed
@@ -291,124 +335,192 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
     .expect("trains");
 }
 
+/// What one training run of the end-to-end table measured.
+struct RunTimes {
+    /// Median epoch time (ms): end of the first batch to the epoch's metrics.
+    epoch_ms: f64,
+    /// Median CPU time of all threads over the same span (ms).
+    epoch_cpu_ms: f64,
+    /// Median time of the training steps alone (ms): end of the first batch to the end of the last.
+    training_ms: f64,
+    /// Time spent inside guest calls, per epoch (ms), from the callbacks' own statistics.
+    in_guests_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One trainrt run; epoch 0 (first touch of the data, the caches and the guests) is left out.
+fn trainrt_run(
+    sandbox: &Arc<Sandbox>,
+    run_dir: std::path::PathBuf,
+    mut config: TrainConfig,
+    callbacks: &[String],
+) -> RunTimes {
+    for c in callbacks {
+        config.push_callback(c);
+    }
+    let epochs = config.epochs;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mut timer = EpochTimer::new();
+    let summary = trainrt::train(
+        sandbox.clone(),
+        RunRequest {
+            config,
+            run_dir,
+            resume: false,
+        },
+        &mut timer,
+    )
+    .expect("trains");
+    let skip_first = |v: &[Duration]| -> Vec<f64> {
+        let from = usize::from(v.len() > 1);
+        v[from..].iter().map(|d| d.as_secs_f64() * 1e3).collect()
+    };
+    let guest_ns: u64 = summary
+        .callbacks
+        .iter()
+        .map(|c| c.stats.total_time_ns)
+        .sum();
+    RunTimes {
+        epoch_ms: median(skip_first(&timer.epochs)),
+        epoch_cpu_ms: median(skip_first(&timer.epochs_cpu)),
+        training_ms: median(skip_first(&timer.training)),
+        in_guests_ms: guest_ns as f64 / 1e6 / f64::from(epochs),
+    }
+}
+
+/// Epoch time with and without callbacks, and the trainer against a hand-written candle loop.
+///
+/// This machine's speed drifts by tens of percent within a minute, so the setups are not run one
+/// after the other: each round runs every setup once (in a rotating order), each round's ratios
+/// are taken against that round's own baseline, and the table reports the median over rounds.
 fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
-    let six_bundled = [
+    let six_bundled: Vec<String> = [
         "logger",
         "early-stopping:patience=1000",
         "model-checkpoint:save_best_only=true",
         "lr-schedule:schedule=constant",
         "reduce-lr-on-plateau:patience=1000",
         "terminate-on-nan",
-    ];
-    println!("| data | callbacks | median epoch (ms) | vs none |");
-    println!("|---|---|---|---|");
-    let mut datasets = vec![("digits", 12u32)];
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let six_noop: Vec<String> = (0..6)
+        .map(|_| noop.to_string_lossy().into_owned())
+        .collect();
+    let rounds_from_env = std::env::var("TRAINRT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok());
+    // (data, model, hidden sizes, epochs per run, rounds)
+    let mut tasks = vec![("digits", "mlp", vec![128], 6u32, 11usize)];
     // The 60k x 784 task takes tens of seconds per epoch on a 2-core machine: opt in.
     if std::env::var_os("TRAINRT_BENCH_LARGE").is_some() {
-        datasets.push(("synthetic:samples=60000,features=784,classes=10", 2));
+        tasks.push((
+            "synthetic:samples=60000,features=784,classes=10",
+            "mlp:512,512",
+            vec![512, 512],
+            1,
+            3,
+        ));
     }
-    for (data, epochs) in datasets {
-        let model = if data == "digits" {
-            "mlp"
-        } else {
-            "mlp:512,512"
+    for (data, model, hidden, epochs, rounds) in tasks {
+        let rounds = rounds_from_env.unwrap_or(rounds);
+        let short = format!("{data}, {model}");
+        let config = |optimizer: &str| TrainConfig {
+            data: data.into(),
+            model: model.into(),
+            epochs,
+            optimizer: optimizer.into(),
+            ..TrainConfig::default()
         };
-        let mut base = f64::NAN;
-        let hidden: &[usize] = if data == "digits" {
-            &[128]
-        } else {
-            &[512, 512]
-        };
-        let short = if data == "digits" {
-            "digits, mlp 64-128-10"
-        } else {
-            "synthetic 60k x 784, mlp 784-512-512-10"
-        };
-        // The trainer against a loop with no framework at all, both with plain SGD.
-        let plain = {
-            let config = TrainConfig {
-                data: data.into(),
-                model: model.into(),
-                epochs,
-                optimizer: "sgd".into(),
-                ..TrainConfig::default()
-            };
-            let mut timer = EpochTimer::new();
-            trainrt::train(
-                sandbox.clone(),
-                RunRequest {
-                    config,
-                    run_dir: dir.join(format!("{}-plain-sgd", data.len())),
-                    resume: false,
-                },
-                &mut timer,
-            )
-            .expect("trains");
-            let mut ms: Vec<f64> = timer
-                .training
-                .iter()
-                .map(|d| d.as_secs_f64() * 1e3)
-                .collect();
-            ms.sort_by(f64::total_cmp);
-            ms[ms.len() / 2]
-        };
-        let handwritten = handwritten_candle_epoch_ms(data, hidden, epochs.max(3));
-        println!(
-            "| {short} | hand-written candle loop, plain SGD (training steps only) | {handwritten:.2} | — |"
-        );
-        println!(
-            "| {short} | trainrt, plain SGD, no callbacks (training steps only) | {plain:.2} | {:+.1}% vs hand-written |",
-            (plain / handwritten - 1.0) * 100.0
-        );
-        let setups: [(&str, Vec<String>); 3] = [
-            ("none", vec![]),
-            (
-                "six bundled",
-                six_bundled.iter().map(|s| s.to_string()).collect(),
-            ),
-            (
-                "six no-op, every batch",
-                (0..6)
-                    .map(|_| noop.to_string_lossy().into_owned())
-                    .collect(),
-            ),
+        // Setups with callbacks run the default optimizer (SGD, momentum 0.9).
+        let default_optimizer = TrainConfig::default().optimizer;
+        let setups: [(&str, &[String]); 3] = [
+            ("none", &[]),
+            ("six bundled", &six_bundled),
+            ("six no-op components, every batch", &six_noop),
         ];
-        for (label, callbacks) in setups {
-            let mut config = TrainConfig {
-                data: data.into(),
-                model: model.into(),
-                epochs,
-                ..TrainConfig::default()
-            };
-            for c in &callbacks {
-                config.push_callback(c);
-            }
-            let run_dir = dir
-                .join(format!("{}-{label}", data.len()))
-                .join(label.replace(' ', "-"));
-            let mut timer = EpochTimer::new();
-            trainrt::train(
-                sandbox.clone(),
-                RunRequest {
-                    config,
+        // [round][setup], plus the plain-SGD pair.
+        let mut with_callbacks: Vec<Vec<RunTimes>> = Vec::new();
+        let mut handwritten = Vec::new();
+        let mut plain = Vec::new();
+        for round in 0..rounds {
+            let mut times: Vec<Option<RunTimes>> = (0..setups.len()).map(|_| None).collect();
+            for k in 0..setups.len() {
+                let i = (round + k) % setups.len();
+                let (label, callbacks) = setups[i];
+                let run_dir = dir.join("e2e").join(label.replace(' ', "-"));
+                times[i] = Some(trainrt_run(
+                    sandbox,
                     run_dir,
-                    resume: false,
-                },
-                &mut timer,
-            )
-            .expect("trains");
-            let mut ms: Vec<f64> = timer.epochs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-            ms.sort_by(f64::total_cmp);
-            let median = ms[ms.len() / 2];
-            if label == "none" {
-                base = median;
+                    config(&default_optimizer),
+                    callbacks,
+                ));
             }
-            println!(
-                "| {short} | {label} | {median:.2} | {:+.1}% |",
-                (median / base - 1.0) * 100.0
-            );
+            with_callbacks.push(times.into_iter().flatten().collect());
+            // The trainer against a loop with no framework at all, both with plain SGD.
+            let hand = || handwritten_candle_epoch_ms(data, &hidden, epochs);
+            let ours = || {
+                trainrt_run(sandbox, dir.join("e2e").join("plain"), config("sgd"), &[]).training_ms
+            };
+            let (h, p) = if round % 2 == 0 {
+                let h = hand();
+                (h, ours())
+            } else {
+                let p = ours();
+                (hand(), p)
+            };
+            handwritten.push(h);
+            plain.push(p);
         }
+        println!("### {short}: {rounds} rounds, {epochs} epochs per run\n");
+        println!(
+            "| setup | epoch, wall (ms) | vs none, wall | epoch, CPU (ms) | vs none, CPU | in guest calls per epoch (ms) |"
+        );
+        println!("|---|---|---|---|---|---|");
+        // Median over rounds of each round's ratio to its own baseline, with the range.
+        let versus = |i: usize, f: fn(&RunTimes) -> f64| -> String {
+            let ratios: Vec<f64> = with_callbacks
+                .iter()
+                .map(|r| (f(&r[i]) / f(&r[0]) - 1.0) * 100.0)
+                .collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:+.1}% ({lo:+.0}% .. {hi:+.0}%)", median(ratios))
+        };
+        for (i, (label, _)) in setups.iter().enumerate() {
+            let wall = median(with_callbacks.iter().map(|r| r[i].epoch_ms).collect());
+            let cpu = median(with_callbacks.iter().map(|r| r[i].epoch_cpu_ms).collect());
+            let in_guests = median(with_callbacks.iter().map(|r| r[i].in_guests_ms).collect());
+            if i == 0 {
+                println!("| {label} | {wall:.2} | — | {cpu:.2} | — | — |");
+            } else {
+                println!(
+                    "| {label} | {wall:.2} | {} | {cpu:.2} | {} | {in_guests:.3} ({:.1}% of an epoch) |",
+                    versus(i, |t| t.epoch_ms),
+                    versus(i, |t| t.epoch_cpu_ms),
+                    in_guests / wall * 100.0
+                );
+            }
+        }
+        let ratios: Vec<f64> = handwritten
+            .iter()
+            .zip(&plain)
+            .map(|(h, p)| (p / h - 1.0) * 100.0)
+            .collect();
+        println!(
+            "\nTraining steps only, plain SGD: hand-written candle loop {:.2} ms, trainrt {:.2} ms; trainrt vs hand-written, median of rounds {:+.1}% (range {:+.1}% .. {:+.1}%)\n",
+            median(handwritten.clone()),
+            median(plain.clone()),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
     }
 }
 
