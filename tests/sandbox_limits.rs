@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{WatGuest, jsonl, kind, quick_config, sandbox, summary, train, weights};
+use common::{WatGuest, componentize, jsonl, kind, quick_config, sandbox, summary, train, weights};
 use trainrt::callback::CallbackError;
 use trainrt::config::TrainConfig;
 use trainrt::host::{CallbackHost, CallbackOptions, FaultPolicy};
@@ -615,19 +615,7 @@ fn a_component_for_another_world_is_rejected() {
         )
         .unwrap();
     let world = resolve.select_world(&[pkg], Some("tool")).unwrap();
-    let mut module = wat::parse_str(r#"(module (func (export "run")))"#).unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .encode()
-        .unwrap();
+    let component = componentize(r#"(module (func (export "run")))"#, &resolve, world);
     let err = trainrt::CompiledCallback::new(&sandbox(), "tool", &component)
         .err()
         .expect("rejected")
@@ -717,19 +705,7 @@ fn an_unknown_import_is_refused_naming_it() {
         "(module\n  (import \"evil:host/escape\" \"run\" (func $escape))\n",
         1,
     );
-    let mut module = wat::parse_str(&wat).unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .encode()
-        .unwrap();
+    let component = componentize(&wat, &resolve, world);
     let err = trainrt::CompiledCallback::new(&sandbox(), "escaper", &component)
         .err()
         .expect("refused")

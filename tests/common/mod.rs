@@ -235,26 +235,13 @@ impl WatGuest {
 
     /// Builds the component: WAT -> core module -> embed the WIT world -> component.
     pub fn component(&self) -> Vec<u8> {
-        let mut module = wat::parse_str(self.wat()).expect("fixture WAT parses");
         let mut resolve = wit_parser::Resolve::default();
         let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
         let (pkg, _) = resolve.push_path(&wit).expect("wit parses");
         let world = resolve
             .select_world(&[pkg], Some("callback-world"))
             .expect("world");
-        wit_component::embed_component_metadata(
-            &mut module,
-            &resolve,
-            world,
-            wit_component::StringEncoding::UTF8,
-        )
-        .expect("embed");
-        wit_component::ComponentEncoder::default()
-            .module(&module)
-            .expect("module")
-            .validate(true)
-            .encode()
-            .expect("component")
+        componentize(&self.wat(), &resolve, world)
     }
 
     /// Writes the component to `dir/<name>.wasm` and returns the path.
@@ -263,6 +250,29 @@ impl WatGuest {
         std::fs::write(&path, self.component()).expect("write fixture");
         path
     }
+}
+
+/// Turns a core module in WAT into a component for `world` of `resolve`: embeds the world's
+/// metadata, then encodes (and validates) the component.
+pub fn componentize(
+    wat: &str,
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> Vec<u8> {
+    let mut module = wat::parse_str(wat).expect("fixture WAT parses");
+    wit_component::embed_component_metadata(
+        &mut module,
+        resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("module")
+        .validate(true)
+        .encode()
+        .expect("component")
 }
 
 /// Encodes decisions in the canonical ABI layout (24 bytes each) for [`WatGuest::data`] at 256.
