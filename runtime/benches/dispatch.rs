@@ -39,6 +39,54 @@ fn median_ns(n: u32, mut f: impl FnMut(u32)) -> f64 {
     samples[ROUNDS / 2]
 }
 
+/// Median nanoseconds of one call of export `func` (inside `interface`, if given) of a
+/// component, with `params`, made straight through wasmtime's typed API on `engine` (fuel and
+/// epoch checks on, a `log` import that drops its line): no trainrt code on the path.
+fn component_floor<P, R>(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+    interface: Option<&str>,
+    func: &str,
+    params: P,
+) -> f64
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Copy + Send + Sync,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
+{
+    use wasmtime::component::{Component, Linker};
+    let component = Component::new(engine, bytes).expect("component");
+    let mut linker = Linker::<()>::new(engine);
+    linker
+        .instance(trainrt::contract::HOST_INTERFACE)
+        .and_then(|mut host| {
+            host.func_wrap(
+                "log",
+                |_, _: (trainrt::contract::Level, String)| -> wasmtime::Result<()> { Ok(()) },
+            )
+        })
+        .expect("log import");
+    let mut store = wasmtime::Store::new(engine, ());
+    store.set_fuel(u64::MAX / 2).expect("fuel");
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker
+        .instantiate(&mut store, &component)
+        .expect("instantiate");
+    let parent = interface.map(|name| {
+        instance
+            .get_export_index(&mut store, None, name)
+            .expect("interface export")
+    });
+    let index = instance
+        .get_export_index(&mut store, parent.as_ref(), func)
+        .expect("function export");
+    let f = instance
+        .get_typed_func::<P, R>(&mut store, index)
+        .expect("typed export");
+    median_ns(200_000, |_| {
+        black_box(f.call(&mut store, params).expect("call"));
+    })
+}
+
 fn batch_end(step: u64) -> Event {
     Event::BatchEnd(BatchMetrics {
         epoch: 0,
@@ -86,8 +134,9 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     });
     println!("| native closure, batch-end | {ns:.0} | {ns:.0} |");
     // wasmtime's own floor: one call into a no-op core wasm function, on the sandbox's engine
-    // (fuel and epoch checks on). A component call enters the guest twice (the export, then its
-    // post-return) and lowers and lifts values through the canonical ABI on top of this.
+    // (fuel and epoch checks on). A component call adds wasmtime's component-model entry (export
+    // and ABI lookups, resource-scope checks, post-return bookkeeping) and the canonical ABI's
+    // lowering and lifting: the next two rows measure that without any trainrt code.
     let engine = sandbox.engine();
     let wasm = wat::parse_str(r#"(module (func (export "f")))"#).expect("wat");
     let module = wasmtime::Module::new(engine, wasm).expect("module");
@@ -99,6 +148,37 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         .expect("instance");
     let ns = median_ns(200_000, |_| f.call(&mut store, ()).expect("call"));
     println!("| wasmtime floor: one no-op core wasm call | {ns:.0} | {ns:.0} |");
+    // The component model's floor: the smallest component export, `f: func()`.
+    let ns = component_floor::<(), ()>(
+        engine,
+        &wat::parse_str(
+            r#"(component
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func (export "f") (canon lift (core func $i "f"))))"#,
+        )
+        .expect("wat"),
+        None,
+        "f",
+        (),
+    );
+    println!("| wasmtime floor: one no-op component call, `f: func()` | {ns:.0} | {ns:.0} |");
+    // The same no-op guest as the row below, its `on-batch-end` called straight through
+    // wasmtime's typed API: what the contract's signature costs before trainrt does anything.
+    let bytes = std::fs::read(&noop).expect("noop component");
+    let ns = component_floor::<_, (Vec<Decision>,)>(
+        engine,
+        &bytes,
+        Some(trainrt::contract::EXPORT_INTERFACE),
+        "on-batch-end",
+        (match batch_end(0) {
+            Event::BatchEnd(m) => m,
+            _ => unreachable!(),
+        },),
+    );
+    println!(
+        "| wasmtime floor: the no-op guest's `on-batch-end`, called directly | {ns:.0} | {ns:.0} |"
+    );
     #[derive(Clone, Copy)]
     enum On {
         BatchStart,
@@ -143,7 +223,12 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             On::EpochEnd,
         ),
     ];
+    // `TRAINRT_BENCH_ROW=<text>` keeps only the rows whose label contains it (for a profiler).
+    let row_filter = std::env::var("TRAINRT_BENCH_ROW").unwrap_or_default();
     for (label, specs, on) in rows {
+        if !label.contains(row_filter.as_str()) {
+            continue;
+        }
         let mut cells = Vec::new();
         for metrics in [4usize, 16] {
             let mut h = host(sandbox, &specs, metrics);

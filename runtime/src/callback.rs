@@ -5,13 +5,14 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
 use crate::bundled;
+use crate::clock;
 use crate::contract::{CallbackWorld, CallbackWorldPre, ConfigEntry, Decision};
 use crate::events::{Event, Subscriptions};
 use crate::sandbox::{FaultKind, GuestState, Limits, LogLine, Sandbox, SandboxError, classify};
@@ -250,7 +251,7 @@ impl Fault {
 }
 
 /// Counters kept for each callback and reported in `summary.json`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct CallStats {
     /// Guest calls made (init and state calls included).
     pub calls: u64,
@@ -276,7 +277,10 @@ pub struct CallbackInstance {
     store: Store<GuestState>,
     bindings: CallbackWorld,
     subscriptions: Subscriptions,
+    /// Counters; `total_time_ns` is filled from `time_ticks` when read.
     stats: CallStats,
+    /// Time inside guest calls, in [`clock`] ticks.
+    time_ticks: u64,
     /// What the last `snapshot-state` returned, kept while the instance has not been called
     /// since. A guest's state changes only inside its own calls (it has no threads, and the host
     /// never touches its memory between calls), so asking again would return the same bytes: a
@@ -318,6 +322,7 @@ impl CallbackInstance {
             bindings,
             subscriptions: Subscriptions::default(),
             stats: CallStats::default(),
+            time_ticks: 0,
             unchanged_snapshot: None,
         };
         let config = this.config.clone();
@@ -350,8 +355,11 @@ impl CallbackInstance {
     }
 
     /// Call counters so far.
-    pub fn stats(&self) -> &CallStats {
-        &self.stats
+    pub fn stats(&self) -> CallStats {
+        CallStats {
+            total_time_ns: clock::ticks_to_ns(self.time_ticks),
+            ..self.stats
+        }
     }
 
     /// The compiled callback this instance runs.
@@ -462,14 +470,11 @@ impl CallbackInstance {
         self.unchanged_snapshot = None;
         self.store.data_mut().begin_call(&self.limits);
         sandbox.arm(&mut self.store, timeout, fuel);
-        let started = Instant::now();
+        let started = clock::now();
         let (bindings, store) = (&self.bindings, &mut self.store);
         let result = guard(|| f(bindings, store));
+        self.time_ticks = self.time_ticks.saturating_add(started.ticks_since());
         self.stats.calls += 1;
-        self.stats.total_time_ns = self
-            .stats
-            .total_time_ns
-            .saturating_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
         self.stats.fuel_used += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         result
     }

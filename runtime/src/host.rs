@@ -339,10 +339,10 @@ impl CallbackHost {
         self.slots
             .iter()
             .map(|s| {
-                let mut stats = s.stats.clone();
+                let mut stats = s.stats;
                 let mut dropped = s.dropped_log_bytes;
                 if let Some(i) = &s.instance {
-                    add_stats(&mut stats, i.stats());
+                    add_stats(&mut stats, &i.stats());
                     dropped += i.dropped_log_bytes();
                 }
                 let mean = if stats.calls == 0 {
@@ -388,7 +388,7 @@ impl CallbackHost {
             }
             self.logs
                 .extend(lines.into_iter().map(|l| (slot.name.clone(), l)));
-            add_stats(&mut slot.stats, dead.stats());
+            add_stats(&mut slot.stats, &dead.stats());
             slot.dropped_log_bytes += dead.dropped_log_bytes();
         }
         let action = match slot.options.on_fault {

@@ -24,6 +24,7 @@
 pub mod bundled;
 pub mod callback;
 pub mod checkpoint;
+mod clock;
 pub mod config;
 pub mod contract;
 pub mod data;
