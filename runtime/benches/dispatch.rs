@@ -399,15 +399,37 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
         .ok()
         .and_then(|e| e.parse().ok())
         .unwrap_or(3);
-    if which == "handwritten" {
-        black_box(handwritten_candle_epoch_ms("digits", &[128], epochs));
-        return;
-    }
-    let config = TrainConfig {
+    let mut config = TrainConfig {
         epochs,
         optimizer: "sgd".into(),
         ..TrainConfig::default()
     };
+    match which {
+        "handwritten" => {
+            black_box(handwritten_candle_epoch_ms("digits", &[128], epochs));
+            return;
+        }
+        "trainrt" => {}
+        // Whole epochs (training, validation, epoch-end callbacks and the checkpoints they ask
+        // for) with the end-to-end table's setups and its default optimizer: count
+        // `trainrt::trainer::Run::train_loop`.
+        _ => {
+            config.optimizer = TrainConfig::default().optimizer;
+            let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
+            let callbacks = match which {
+                "callbacks-none" => Vec::new(),
+                "callbacks-bundled" => six_bundled(),
+                "callbacks-noop" => vec![noop.to_string_lossy().into_owned(); 6],
+                _ => panic!(
+                    "TRAINRT_BENCH_ONLY=instructions-{which}: expected handwritten, trainrt, \
+                     callbacks-none, callbacks-bundled or callbacks-noop"
+                ),
+            };
+            for c in &callbacks {
+                config.push_callback(c);
+            }
+        }
+    }
     trainrt::train(
         sandbox.clone(),
         RunRequest {
@@ -477,14 +499,9 @@ fn trainrt_run(
     }
 }
 
-/// Epoch time with and without callbacks, and the trainer against a hand-written candle loop.
-///
-/// This machine's speed drifts by tens of percent within a minute, so the setups are not run one
-/// after the other: each round runs every setup once (in a rotating order), each round's ratios
-/// are taken against that round's own baseline, and the table reports the median over rounds.
-fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
-    let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
-    let six_bundled: Vec<String> = [
+/// The six bundled callbacks, configured so that none stops the run early.
+fn six_bundled() -> Vec<String> {
+    [
         "logger",
         "early-stopping:patience=1000",
         "model-checkpoint:save_best_only=true",
@@ -494,7 +511,17 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+/// Epoch time with and without callbacks, and the trainer against a hand-written candle loop.
+///
+/// This machine's speed drifts by tens of percent within a minute, so the setups are not run one
+/// after the other: each round runs every setup once (in a rotating order), each round's ratios
+/// are taken against that round's own baseline, and the table reports the median over rounds.
+fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
+    let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
+    let six_bundled = six_bundled();
     let six_noop: Vec<String> = (0..6)
         .map(|_| noop.to_string_lossy().into_owned())
         .collect();
@@ -618,7 +645,7 @@ fn main() {
     let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
     let dir = tempfile::tempdir().expect("tempdir");
     // `TRAINRT_BENCH_ONLY=dispatch` or `=end-to-end` runs one table (e.g. under a profiler);
-    // `=instructions-trainrt` or `=instructions-handwritten` runs one training loop for callgrind.
+    // `=instructions-<loop>` runs one training loop for callgrind (see `instruction_count_run`).
     let only = std::env::var("TRAINRT_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "dispatch" {
         println!("## Dispatch\n");

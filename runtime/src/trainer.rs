@@ -261,6 +261,9 @@ impl Run {
         Ok(summary)
     }
 
+    /// The epochs, from `train-start` to the last epoch's end. Never inlined, so a profiler can
+    /// count whole epochs with and without callbacks.
+    #[inline(never)]
     fn train_loop(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
         let start = Event::TrainStart(self.info.clone());
         self.emit(&start, observer)?;

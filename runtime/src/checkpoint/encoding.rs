@@ -30,15 +30,19 @@ impl View for &CpuTensor {
     }
 }
 
+/// The tensor's values as little-endian bytes. `to_le` is generic rather than a `fn` pointer so
+/// that it inlines: the loop then compiles to a plain copy on little-endian machines (through a
+/// pointer, one call per value was most of a checkpoint's encoding time).
 fn le_bytes<T: candle_core::WithDType, const N: usize>(
     t: &Tensor,
-    f: fn(T) -> [u8; N],
+    to_le: impl Fn(T) -> [u8; N],
 ) -> candle_core::Result<Vec<u8>> {
-    Ok(t.flatten_all()?
-        .to_vec1::<T>()?
-        .into_iter()
-        .flat_map(f)
-        .collect())
+    let values = t.flatten_all()?.to_vec1::<T>()?;
+    let mut bytes = vec![0u8; values.len() * N];
+    for (out, v) in bytes.chunks_exact_mut(N).zip(values) {
+        out.copy_from_slice(&to_le(v));
+    }
+    Ok(bytes)
 }
 
 pub(super) fn to_cpu(path: &Path, name: &str, t: &Tensor) -> Result<CpuTensor, CheckpointError> {
