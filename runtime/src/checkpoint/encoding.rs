@@ -86,3 +86,42 @@ pub(super) fn checksum<'a>(
     }
     format!("{:08x}", crc.sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_bytes_are_each_value_little_endian_in_order() {
+        let f = [
+            0.0f32,
+            -1.5,
+            f32::MIN_POSITIVE,
+            3.25e7,
+            f32::NAN,
+            f32::INFINITY,
+        ];
+        let t = Tensor::from_slice(&f, (2, 3), &Device::Cpu).unwrap();
+        let cpu = to_cpu(Path::new("x"), "t", &t).unwrap();
+        let expected: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!((cpu.dtype, cpu.shape.as_slice()), (Dtype::F32, &[2, 3][..]));
+        assert_eq!(cpu.bytes, expected);
+
+        let i = [i64::MIN, -1, 0, 1, i64::MAX];
+        let t = Tensor::from_slice(&i, 5, &Device::Cpu).unwrap();
+        let expected: Vec<u8> = i.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(to_cpu(Path::new("x"), "t", &t).unwrap().bytes, expected);
+
+        // A transposed (strided) tensor is written in its logical, row-major order.
+        let d = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let t = Tensor::from_slice(&d, (2, 3), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
+        let expected: Vec<u8> = [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(to_cpu(Path::new("x"), "t", &t).unwrap().bytes, expected);
+    }
+}
