@@ -47,10 +47,10 @@ fn component_floor<P, R>(
     bytes: &[u8],
     interface: Option<&str>,
     func: &str,
-    params: P,
+    params: impl Fn() -> P,
 ) -> f64
 where
-    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Copy + Send + Sync,
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Send + Sync,
     R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
 {
     use wasmtime::component::{Component, Linker};
@@ -83,7 +83,7 @@ where
         .get_typed_func::<P, R>(&mut store, index)
         .expect("typed export");
     median_ns(200_000, |_| {
-        black_box(f.call(&mut store, params).expect("call"));
+        black_box(f.call(&mut store, params()).expect("call"));
     })
 }
 
@@ -160,7 +160,7 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         .expect("wat"),
         None,
         "f",
-        (),
+        || (),
     );
     println!("| wasmtime floor: one no-op component call, `f: func()` | {ns:.0} | {ns:.0} |");
     // The same no-op guest as the row below, its `on-batch-end` called straight through
@@ -171,13 +171,37 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         &bytes,
         Some(trainrt::contract::EXPORT_INTERFACE),
         "on-batch-end",
-        (match batch_end(0) {
-            Event::BatchEnd(m) => m,
+        || match batch_end(0) {
+            Event::BatchEnd(m) => (m,),
             _ => unreachable!(),
-        },),
+        },
     );
     println!(
         "| wasmtime floor: the no-op guest's `on-batch-end`, called directly | {ns:.0} | {ns:.0} |"
+    );
+    // Its `on-epoch-end`: the metric list makes wasmtime call the guest's allocator first.
+    let cells: Vec<String> = [4usize, 16]
+        .iter()
+        .map(|&metrics| {
+            let ns = component_floor::<_, (Vec<Decision>,)>(
+                engine,
+                &bytes,
+                Some(trainrt::contract::EXPORT_INTERFACE),
+                "on-epoch-end",
+                || {
+                    (EpochMetrics {
+                        epoch: 0,
+                        step: 0,
+                        values: (0..metrics).map(|i| i as f64 * 0.1).collect(),
+                    },)
+                },
+            );
+            format!("{ns:.0}")
+        })
+        .collect();
+    println!(
+        "| wasmtime floor: the no-op guest's `on-epoch-end`, called directly | {} | {} |",
+        cells[0], cells[1]
     );
     #[derive(Clone, Copy)]
     enum On {
@@ -404,6 +428,14 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
         optimizer: "sgd".into(),
         ..TrainConfig::default()
     };
+    // `TRAINRT_BENCH_DATA` / `TRAINRT_BENCH_MODEL` count another task than digits (whole-epoch
+    // counts only; the hand-written loop is digits' MLP).
+    if let Ok(data) = std::env::var("TRAINRT_BENCH_DATA") {
+        config.data = data;
+    }
+    if let Ok(model) = std::env::var("TRAINRT_BENCH_MODEL") {
+        config.model = model;
+    }
     match which {
         "handwritten" => {
             black_box(handwritten_candle_epoch_ms("digits", &[128], epochs));
