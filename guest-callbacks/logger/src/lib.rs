@@ -14,6 +14,7 @@
 use trainrt_guest::{
     BatchMetrics, Callback, CheckpointInfo, Config, Decisions, EpochMetrics, FaultInfo, FaultKind,
     Level, Outcome, RunInfo, Subscriptions, TrainEndInfo, export_callback, format_metric, log,
+    push_metric,
 };
 
 /// Logs the run's progress.
@@ -121,7 +122,10 @@ fn train_start_line(info: &RunInfo) -> String {
 fn epoch_line(m: &EpochMetrics<'_>) -> String {
     let mut line = format!("epoch {}:", m.epoch());
     for (name, value) in m.iter().filter(|(_, v)| !v.is_nan()) {
-        line.push_str(&format!(" {name}={}", format_metric(value)));
+        line.push(' ');
+        line.push_str(name);
+        line.push('=');
+        push_metric(&mut line, value);
     }
     line
 }
