@@ -162,8 +162,8 @@ mod tests {
             2.00015,
             0.1234,
             123.45675,
-            999_999.99995,
-            999_999.9999,
+            999_999.999_95,
+            999_999.999_9,
             0.1 + 0.2,
         ];
         // A deterministic sweep over magnitudes and mantissas (xorshift; no dependencies).
