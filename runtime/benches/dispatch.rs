@@ -136,7 +136,7 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     // wasmtime's own floor: one call into a no-op core wasm function, on the sandbox's engine
     // (fuel and epoch checks on). A component call adds wasmtime's component-model entry (export
     // and ABI lookups, resource-scope checks, post-return bookkeeping) and the canonical ABI's
-    // lowering and lifting: the next two rows measure that without any trainrt code.
+    // lowering and lifting: the next three rows measure that without any trainrt code.
     let engine = sandbox.engine();
     let wasm = wat::parse_str(r#"(module (func (export "f")))"#).expect("wat");
     let module = wasmtime::Module::new(engine, wasm).expect("module");
