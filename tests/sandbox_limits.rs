@@ -627,11 +627,14 @@ fn a_component_for_another_world_is_rejected() {
     );
 }
 
-/// The deadline is a deadline, not a suggestion: a loop that takes about 1.4 times the call
-/// timeout is cut off, and the same loop under a timeout ten times its length is not. The loop's
-/// length is measured first, so the test holds on fast and slow machines alike.
+/// The deadline is a deadline, not a suggestion: a loop that takes four times the call timeout is
+/// cut off, and the same loop under a timeout ten times its length is not. The loop's length is
+/// measured first, so the test holds on fast and slow machines alike. (The margin is wide because
+/// tests run in parallel on small machines: a loop measured while other tests load the CPU can
+/// run much faster later, and the epoch ticker is a thread that can be scheduled late. A margin
+/// of 1.4 flaked on a 2-core machine; the timeout's precision is not what this test is about.)
 #[test]
-fn a_loop_just_over_the_deadline_times_out_and_one_well_under_does_not() {
+fn a_loop_four_times_the_deadline_times_out_and_one_well_under_does_not() {
     use trainrt::callback::{CallbackInstance, CompiledCallback};
     use trainrt::contract::EpochMetrics;
     use trainrt::events::Event;
@@ -673,12 +676,12 @@ fn a_loop_just_over_the_deadline_times_out_and_one_well_under_does_not() {
         })
         .min()
         .unwrap();
-    let (cut, _) = run(length.mul_f64(0.7));
+    let deadline = length / 4;
+    let (cut, _) = run(deadline);
     assert_eq!(
         cut.err().map(|f| f.kind),
         Some(FaultKind::Timeout),
-        "a loop of {length:?} under a deadline of {:?}",
-        length.mul_f64(0.7)
+        "a loop of {length:?} under a deadline of {deadline:?}"
     );
     let (whole, _) = run(length * 10);
     whole.expect("a deadline ten times the loop's length lets it finish");
