@@ -45,17 +45,20 @@ fn origin() -> &'static Origin {
 /// the span measured.
 fn paired_read() -> (Instant, u64) {
     const CLOSE: u64 = 20_000; // ticks: ~10 µs at 2 GHz
-    let mut best = (Instant::now(), read_tsc(), u64::MAX);
-    for _ in 0..8 {
+    let read = || {
         let before = read_tsc();
         let instant = Instant::now();
-        let after = read_tsc();
-        let gap = after.saturating_sub(before);
-        if gap < best.2 {
-            best = (instant, before + gap / 2, gap);
-        }
-        if gap < CLOSE {
+        let gap = read_tsc().saturating_sub(before);
+        (instant, before + gap / 2, gap)
+    };
+    let mut best = read();
+    for _ in 1..8 {
+        if best.2 < CLOSE {
             break;
+        }
+        let next = read();
+        if next.2 < best.2 {
+            best = next;
         }
     }
     (best.0, best.1)
