@@ -185,7 +185,7 @@ fn other_callbacks_hear_about_a_fault() {
         .iter()
         .find(|e| e["event"] == "fault")
         .expect("fault event delivered");
-    assert_eq!(fault["kind"], "CallbackFault");
+    assert_eq!(fault["kind"], "callback-fault");
     assert!(fault["message"].as_str().unwrap().contains("bad"));
 }
 

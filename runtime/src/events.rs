@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{
     BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo,
-    RunInfo, TrainEndInfo, ValidationMetrics,
+    FaultKind, RunInfo, TrainEndInfo, ValidationMetrics,
 };
 
 /// One lifecycle event, as delivered to callbacks and recorded in `events.jsonl`.
@@ -30,9 +30,9 @@ pub enum Event {
     /// A checkpoint was written.
     CheckpointSaved(CheckpointInfo),
     /// Training ended; sent once, last.
-    TrainEnd(TrainEndInfo),
+    TrainEnd(#[serde(with = "train_end")] TrainEndInfo),
     /// Something went wrong (non-finite loss, a callback fault, an I/O error).
-    Fault(FaultInfo),
+    Fault(#[serde(with = "FaultInfoJson")] FaultInfo),
 }
 
 impl Event {
@@ -119,6 +119,87 @@ struct EpochMetricsJson {
     step: u64,
     #[serde(with = "float::vec")]
     values: Vec<f64>,
+}
+
+// Variants and enums are written with their WIT names, as `summary.json` and `decisions.jsonl`
+// write them: `"kind":"callback-fault"`, `"outcome":"stopped","reason":"..."`.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "FaultKind", rename_all = "kebab-case")]
+enum FaultKindJson {
+    NonFiniteLoss,
+    CallbackFault,
+    IoError,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "FaultInfo")]
+struct FaultInfoJson {
+    #[serde(with = "FaultKindJson")]
+    kind: FaultKind,
+    message: String,
+    epoch: u32,
+    step: u64,
+}
+
+/// `train-end` with its outcome as `summary.json` has it: a name, and a reason unless completed.
+mod train_end {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+
+    use crate::contract::{Outcome, TrainEndInfo};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Name {
+        Completed,
+        Stopped,
+        Failed,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Repr {
+        outcome: Name,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        epoch: u32,
+        step: u64,
+    }
+
+    pub fn serialize<S: Serializer>(info: &TrainEndInfo, s: S) -> Result<S::Ok, S::Error> {
+        let (outcome, reason) = match &info.outcome {
+            Outcome::Completed => (Name::Completed, None),
+            Outcome::Stopped(r) => (Name::Stopped, Some(r.clone())),
+            Outcome::Failed(r) => (Name::Failed, Some(r.clone())),
+        };
+        Repr {
+            outcome,
+            reason,
+            epoch: info.epoch,
+            step: info.step,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TrainEndInfo, D::Error> {
+        let r = Repr::deserialize(d)?;
+        let outcome = match (r.outcome, r.reason) {
+            (Name::Completed, None) => Outcome::Completed,
+            (Name::Stopped, Some(reason)) => Outcome::Stopped(reason),
+            (Name::Failed, Some(reason)) => Outcome::Failed(reason),
+            (Name::Completed, Some(_)) => {
+                return Err(D::Error::custom("a completed run has no \"reason\""));
+            }
+            (_, None) => {
+                return Err(D::Error::custom(
+                    "a stopped or failed run needs a \"reason\"",
+                ));
+            }
+        };
+        Ok(TrainEndInfo {
+            outcome,
+            epoch: r.epoch,
+            step: r.step,
+        })
+    }
 }
 
 /// A float that serializes with the NaN-preserving encoding of [`float`].
@@ -283,6 +364,7 @@ fn bit(kind: EventKind) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Outcome;
 
     fn batch_end(step: u64) -> Event {
         Event::BatchEnd(BatchMetrics {
@@ -343,6 +425,65 @@ mod tests {
             m.values[1].is_nan() && m.values[2] == f64::NEG_INFINITY,
             "{line}"
         );
+    }
+
+    #[test]
+    fn fault_kinds_and_outcomes_are_written_with_their_wit_names() {
+        let fault = Event::Fault(FaultInfo {
+            kind: FaultKind::CallbackFault,
+            message: "bad: trap".into(),
+            epoch: 2,
+            step: 90,
+        });
+        let line = serde_json::to_string(&fault).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"fault","kind":"callback-fault","message":"bad: trap","epoch":2,"step":90}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), fault);
+
+        let cases = [
+            (Outcome::Completed, r#""outcome":"completed","epoch""#),
+            (
+                Outcome::Stopped("done".into()),
+                r#""outcome":"stopped","reason":"done""#,
+            ),
+            (
+                Outcome::Failed("disk".into()),
+                r#""outcome":"failed","reason":"disk""#,
+            ),
+        ];
+        for (outcome, expected) in cases {
+            let end = Event::TrainEnd(TrainEndInfo {
+                outcome,
+                epoch: 3,
+                step: 135,
+            });
+            let line = serde_json::to_string(&end).unwrap();
+            assert!(line.contains(expected), "{line}");
+            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), end);
+        }
+    }
+
+    #[test]
+    fn a_train_end_without_the_reason_it_needs_is_refused() {
+        for (line, what) in [
+            (
+                r#"{"event":"train-end","outcome":"stopped","epoch":1,"step":2}"#,
+                "needs",
+            ),
+            (
+                r#"{"event":"train-end","outcome":"completed","reason":"x","epoch":1,"step":2}"#,
+                "has no",
+            ),
+            (
+                r#"{"event":"train-end","outcome":"Completed","epoch":1,"step":2}"#,
+                "completed",
+            ),
+        ] {
+            let err = serde_json::from_str::<Event>(line).unwrap_err().to_string();
+            assert!(err.contains(what), "{line}: {err}");
+        }
     }
 
     #[test]
