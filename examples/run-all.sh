@@ -27,8 +27,8 @@ NAME=early-stop # every language builds callbacks/<lang>/build/early-stop.wasm
 WASM_TOOLS_VERSION=1.254.2      # wasm-tools 1.254 = wit-component 0.254, what trainrt uses
 WIT_BINDGEN_VERSION=0.60.0      # the wit-bindgen the Rust SDK uses
 COMPONENTIZE_PY_VERSION=0.25.1
-ADAPTER_VERSION=48.0.8          # wasmtime 48, trainrt's engine
-ADAPTER_SHA256=d3a1674fffec103c1d4367d4417a3bd5423cde3cfd56ff3b326b5fc72c0a8ebd
+ADAPTER_VERSION=49.0.5          # wasmtime 49, trainrt's engine
+ADAPTER_SHA256=1636fedfc2efc9d8bbc6cdcd26cb1e13045183c2089b5debd161e3b56524f4c0
 
 LANGS=("$@")
 [ ${#LANGS[@]} -gt 0 ] || LANGS=(rust python js c)
