@@ -92,7 +92,8 @@ if has_lang c; then
         ! compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a' >/dev/null; then
         step "installing clang, lld and wasi-libc (Debian packages)"
         as_root apt-get update -qq
-        llvm=$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n1)
+        # No clang yet on a fresh machine: under pipefail its absence must not end the script.
+        llvm=$({ clang --version 2>/dev/null || true; } | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n1)
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld wasi-libc \
             "libclang-rt-${llvm:-14}-dev-wasm32"
     fi
