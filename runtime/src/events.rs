@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{
     BatchInfo, BatchMetrics, CheckpointInfo, EpochInfo, EpochMetrics, EventKind, FaultInfo,
-    FaultKind, RunInfo, TrainEndInfo, ValidationMetrics,
+    FaultKind, Outcome, RunInfo, TrainEndInfo, ValidationMetrics,
 };
 
 /// One lifecycle event, as delivered to callbacks and recorded in `events.jsonl`.
@@ -141,13 +141,32 @@ struct FaultInfoJson {
     step: u64,
 }
 
-/// `train-end` with its outcome as `summary.json` has it: a name, and a reason unless completed.
+/// An outcome as `summary.json` and `events.jsonl` write it: its WIT name, and the reason unless
+/// it completed.
+pub fn outcome_parts(outcome: &Outcome) -> (&'static str, Option<&str>) {
+    match outcome {
+        Outcome::Completed => ("completed", None),
+        Outcome::Stopped(r) => ("stopped", Some(r)),
+        Outcome::Failed(r) => ("failed", Some(r)),
+    }
+}
+
+/// `train-end` with its outcome in the shape of [`outcome_parts`].
 mod train_end {
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
 
     use crate::contract::{Outcome, TrainEndInfo};
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Serialize)]
+    struct Written<'a> {
+        outcome: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        epoch: u32,
+        step: u64,
+    }
+
+    #[derive(Deserialize)]
     #[serde(rename_all = "kebab-case")]
     enum Name {
         Completed,
@@ -155,22 +174,18 @@ mod train_end {
         Failed,
     }
 
-    #[derive(Serialize, Deserialize)]
-    struct Repr {
+    #[derive(Deserialize)]
+    struct Read {
         outcome: Name,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         reason: Option<String>,
         epoch: u32,
         step: u64,
     }
 
     pub fn serialize<S: Serializer>(info: &TrainEndInfo, s: S) -> Result<S::Ok, S::Error> {
-        let (outcome, reason) = match &info.outcome {
-            Outcome::Completed => (Name::Completed, None),
-            Outcome::Stopped(r) => (Name::Stopped, Some(r.clone())),
-            Outcome::Failed(r) => (Name::Failed, Some(r.clone())),
-        };
-        Repr {
+        let (outcome, reason) = super::outcome_parts(&info.outcome);
+        Written {
             outcome,
             reason,
             epoch: info.epoch,
@@ -180,7 +195,7 @@ mod train_end {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TrainEndInfo, D::Error> {
-        let r = Repr::deserialize(d)?;
+        let r = Read::deserialize(d)?;
         let outcome = match (r.outcome, r.reason) {
             (Name::Completed, None) => Outcome::Completed,
             (Name::Stopped, Some(reason)) => Outcome::Stopped(reason),
@@ -364,7 +379,6 @@ fn bit(kind: EventKind) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::Outcome;
 
     fn batch_end(step: u64) -> Event {
         Event::BatchEnd(BatchMetrics {

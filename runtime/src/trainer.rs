@@ -22,7 +22,7 @@ use crate::contract::{
 };
 use crate::data::{self, DeviceData};
 use crate::decision::LAST_TAG;
-use crate::events::Event;
+use crate::events::{Event, outcome_parts};
 use crate::host::{CallbackHost, CallbackReport, FaultRecord};
 use crate::model::Model;
 use crate::optim::Optimizer;
@@ -240,14 +240,10 @@ impl Run {
             .and_then(|()| self.save_checkpoint(LAST_TAG, observer, false))
             // Every checkpoint is on disk before the summary says the run is over.
             .and_then(|()| Ok(self.writer.wait()?));
-        let (name, reason) = match &outcome {
-            Outcome::Completed => ("completed", None),
-            Outcome::Stopped(r) => ("stopped", Some(r.clone())),
-            Outcome::Failed(r) => ("failed", Some(r.clone())),
-        };
+        let (name, reason) = outcome_parts(&outcome);
         let summary = RunSummary {
             outcome: name.into(),
-            reason,
+            reason: reason.map(str::to_string),
             epochs_completed: self.epochs_done,
             steps: self.step,
             final_metrics: self.last_metrics.clone(),
