@@ -123,86 +123,99 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
 
     println!("| per event | 4 metrics (ns) | 16 metrics (ns) |");
     println!("|---|---|---|");
+    // `TRAINRT_BENCH_ROW=<text>` keeps only the rows whose label contains it (for a profiler).
+    let row_filter = std::env::var("TRAINRT_BENCH_ROW").unwrap_or_default();
+    let wanted = |label: &str| label.contains(row_filter.as_str());
     // The floor: a native Rust closure receiving the same event.
-    type NativeCallback = Box<dyn FnMut(&Event) -> Vec<Decision>>;
-    let mut native: NativeCallback = Box::new(|e| match e {
-        Event::BatchEnd(m) if m.loss.is_nan() => vec![Decision::StopTraining("nan".into())],
-        _ => Vec::new(),
-    });
-    let ns = median_ns(200_000, |i| {
-        black_box(native(black_box(&batch_end(u64::from(i)))));
-    });
-    println!("| native closure, batch-end | {ns:.0} | {ns:.0} |");
+    let label = "native closure, batch-end";
+    if wanted(label) {
+        type NativeCallback = Box<dyn FnMut(&Event) -> Vec<Decision>>;
+        let mut native: NativeCallback = Box::new(|e| match e {
+            Event::BatchEnd(m) if m.loss.is_nan() => vec![Decision::StopTraining("nan".into())],
+            _ => Vec::new(),
+        });
+        let ns = median_ns(200_000, |i| {
+            black_box(native(black_box(&batch_end(u64::from(i)))));
+        });
+        println!("| {label} | {ns:.0} | {ns:.0} |");
+    }
     // wasmtime's own floor: one call into a no-op core wasm function, on the sandbox's engine
     // (fuel and epoch checks on). A component call adds wasmtime's component-model entry (export
     // and ABI lookups, resource-scope checks, post-return bookkeeping) and the canonical ABI's
     // lowering and lifting: the next three rows measure that without any trainrt code.
     let engine = sandbox.engine();
-    let wasm = wat::parse_str(r#"(module (func (export "f")))"#).expect("wat");
-    let module = wasmtime::Module::new(engine, wasm).expect("module");
-    let mut store = wasmtime::Store::new(engine, ());
-    store.set_fuel(u64::MAX / 2).expect("fuel");
-    store.set_epoch_deadline(u64::MAX / 2);
-    let f = wasmtime::Instance::new(&mut store, &module, &[])
-        .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "f"))
-        .expect("instance");
-    let ns = median_ns(200_000, |_| f.call(&mut store, ()).expect("call"));
-    println!("| wasmtime floor: one no-op core wasm call | {ns:.0} | {ns:.0} |");
+    let label = "wasmtime floor: one no-op core wasm call";
+    if wanted(label) {
+        let wasm = wat::parse_str(r#"(module (func (export "f")))"#).expect("wat");
+        let module = wasmtime::Module::new(engine, wasm).expect("module");
+        let mut store = wasmtime::Store::new(engine, ());
+        store.set_fuel(u64::MAX / 2).expect("fuel");
+        store.set_epoch_deadline(u64::MAX / 2);
+        let f = wasmtime::Instance::new(&mut store, &module, &[])
+            .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "f"))
+            .expect("instance");
+        let ns = median_ns(200_000, |_| f.call(&mut store, ()).expect("call"));
+        println!("| {label} | {ns:.0} | {ns:.0} |");
+    }
     // The component model's floor: the smallest component export, `f: func()`.
-    let ns = component_floor::<(), ()>(
-        engine,
-        &wat::parse_str(
-            r#"(component
-                 (core module $m (func (export "f")))
-                 (core instance $i (instantiate $m))
-                 (func (export "f") (canon lift (core func $i "f"))))"#,
-        )
-        .expect("wat"),
-        None,
-        "f",
-        || (),
-    );
-    println!("| wasmtime floor: one no-op component call, `f: func()` | {ns:.0} | {ns:.0} |");
+    let label = "wasmtime floor: one no-op component call, `f: func()`";
+    if wanted(label) {
+        let ns = component_floor::<(), ()>(
+            engine,
+            &wat::parse_str(
+                r#"(component
+                     (core module $m (func (export "f")))
+                     (core instance $i (instantiate $m))
+                     (func (export "f") (canon lift (core func $i "f"))))"#,
+            )
+            .expect("wat"),
+            None,
+            "f",
+            || (),
+        );
+        println!("| {label} | {ns:.0} | {ns:.0} |");
+    }
     // The same no-op guest as the row below, its `on-batch-end` called straight through
     // wasmtime's typed API: what the contract's signature costs before trainrt does anything.
     let bytes = std::fs::read(&noop).expect("noop component");
-    let ns = component_floor::<_, (Vec<Decision>,)>(
-        engine,
-        &bytes,
-        Some(trainrt::contract::EXPORT_INTERFACE),
-        "on-batch-end",
-        || match batch_end(0) {
-            Event::BatchEnd(m) => (m,),
-            _ => unreachable!(),
-        },
-    );
-    println!(
-        "| wasmtime floor: the no-op guest's `on-batch-end`, called directly | {ns:.0} | {ns:.0} |"
-    );
+    let label = "wasmtime floor: the no-op guest's `on-batch-end`, called directly";
+    if wanted(label) {
+        let ns = component_floor::<_, (Vec<Decision>,)>(
+            engine,
+            &bytes,
+            Some(trainrt::contract::EXPORT_INTERFACE),
+            "on-batch-end",
+            || match batch_end(0) {
+                Event::BatchEnd(m) => (m,),
+                _ => unreachable!(),
+            },
+        );
+        println!("| {label} | {ns:.0} | {ns:.0} |");
+    }
     // Its `on-epoch-end`: the metric list makes wasmtime call the guest's allocator first.
-    let cells: Vec<String> = [4usize, 16]
-        .iter()
-        .map(|&metrics| {
-            let ns = component_floor::<_, (Vec<Decision>,)>(
-                engine,
-                &bytes,
-                Some(trainrt::contract::EXPORT_INTERFACE),
-                "on-epoch-end",
-                || {
-                    (EpochMetrics {
-                        epoch: 0,
-                        step: 0,
-                        values: (0..metrics).map(|i| i as f64 * 0.1).collect(),
-                    },)
-                },
-            );
-            format!("{ns:.0}")
-        })
-        .collect();
-    println!(
-        "| wasmtime floor: the no-op guest's `on-epoch-end`, called directly | {} | {} |",
-        cells[0], cells[1]
-    );
+    let label = "wasmtime floor: the no-op guest's `on-epoch-end`, called directly";
+    if wanted(label) {
+        let cells: Vec<String> = [4usize, 16]
+            .iter()
+            .map(|&metrics| {
+                let ns = component_floor::<_, (Vec<Decision>,)>(
+                    engine,
+                    &bytes,
+                    Some(trainrt::contract::EXPORT_INTERFACE),
+                    "on-epoch-end",
+                    || {
+                        (EpochMetrics {
+                            epoch: 0,
+                            step: 0,
+                            values: (0..metrics).map(|i| i as f64 * 0.1).collect(),
+                        },)
+                    },
+                );
+                format!("{ns:.0}")
+            })
+            .collect();
+        println!("| {label} | {} | {} |", cells[0], cells[1]);
+    }
     #[derive(Clone, Copy)]
     enum On {
         BatchStart,
@@ -247,10 +260,8 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
             On::EpochEnd,
         ),
     ];
-    // `TRAINRT_BENCH_ROW=<text>` keeps only the rows whose label contains it (for a profiler).
-    let row_filter = std::env::var("TRAINRT_BENCH_ROW").unwrap_or_default();
     for (label, specs, on) in rows {
-        if !label.contains(row_filter.as_str()) {
+        if !wanted(label) {
             continue;
         }
         let mut cells = Vec::new();
