@@ -35,6 +35,7 @@
 
 #[doc(hidden)]
 pub mod __export;
+pub mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 mod callback;
