@@ -1,5 +1,7 @@
 //! The monitored metric and its direction, shared by callbacks that watch for improvement.
 
+use std::cell::Cell;
+
 use crate::{Config, EpochMetrics};
 
 /// Whether a smaller or a larger value of the monitored metric is better.
@@ -55,12 +57,23 @@ impl Mode {
 }
 
 /// The metric a callback watches (parameter `monitor`) and which way is better (`mode`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Monitor {
     /// The metric's name in `run-info.metric-names`, e.g. `val_loss`.
     pub name: String,
     /// Which way is better.
     pub mode: Mode,
+    /// Where `name` was found in the last epoch's metrics: the host sends the same names in the
+    /// same order all run, so every later epoch checks one name instead of searching.
+    position: Cell<Option<usize>>,
+}
+
+/// Two monitors are equal when they watch the same metric the same way, wherever they last
+/// found it.
+impl PartialEq for Monitor {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.mode) == (&other.name, other.mode)
+    }
 }
 
 impl Monitor {
@@ -73,12 +86,40 @@ impl Monitor {
             "max" => Mode::Max,
             _ => Mode::auto(&name),
         };
-        Ok(Monitor { name, mode })
+        Ok(Monitor::new(name, mode))
+    }
+
+    /// Watches metric `name`, `mode` being better.
+    pub fn new(name: impl Into<String>, mode: Mode) -> Monitor {
+        Monitor {
+            name: name.into(),
+            mode,
+            position: Cell::new(None),
+        }
     }
 
     /// This epoch's value of the monitored metric, if it has one.
     pub fn value(&self, metrics: &EpochMetrics<'_>) -> Option<f64> {
-        metrics.get(&self.name)
+        let cached = self
+            .position
+            .get()
+            .and_then(|i| metrics.nth(i))
+            .filter(|(name, _)| *name == self.name);
+        let (i, value) = match cached {
+            Some((_, value)) => (self.position.get(), value),
+            None => {
+                let found = metrics
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (n, _))| *n == self.name);
+                match found {
+                    Some((i, (_, value))) => (Some(i), value),
+                    None => return None,
+                }
+            }
+        };
+        self.position.set(i);
+        (!value.is_nan()).then_some(value)
     }
 
     /// Warns (once, at train start) when the run has no metric of this name: the callback would
@@ -142,11 +183,35 @@ mod tests {
     }
 
     #[test]
+    fn value_follows_the_names_even_when_they_move() {
+        let m = Monitor::new("val_loss", Mode::Min);
+        let names: Vec<String> = ["loss", "accuracy", "val_loss"].map(String::from).into();
+        for epoch in 0..3 {
+            let values = [0.5, 0.9, 0.25 + f64::from(epoch)];
+            let metrics = EpochMetrics::new(epoch, 10, &names, &values);
+            assert_eq!(m.value(&metrics), Some(0.25 + f64::from(epoch)));
+        }
+        // Other names, other order: found again, not read from the old position.
+        let moved: Vec<String> = ["val_loss", "loss"].map(String::from).into();
+        assert_eq!(
+            m.value(&EpochMetrics::new(3, 20, &moved, &[0.125, 0.5])),
+            Some(0.125)
+        );
+        assert_eq!(
+            m.value(&EpochMetrics::new(4, 30, &moved, &[f64::NAN, 0.5])),
+            None
+        );
+        let gone: Vec<String> = ["loss"].map(String::from).into();
+        assert_eq!(m.value(&EpochMetrics::new(5, 40, &gone, &[0.5])), None);
+        assert_eq!(
+            m.value(&EpochMetrics::new(6, 50, &names, &[0.5, 0.9, 0.75])),
+            Some(0.75)
+        );
+    }
+
+    #[test]
     fn missing_metric_is_warned_about() {
-        let m = Monitor {
-            name: "val_los".into(),
-            mode: Mode::Min,
-        };
+        let m = Monitor::new("val_los", Mode::Min);
         m.warn_if_unavailable(&["loss".into(), "val_loss".into()]);
         let lines = take_captured();
         assert_eq!(lines.len(), 1);
