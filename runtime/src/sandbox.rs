@@ -345,7 +345,10 @@ pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
 
 /// Whether [`printable`] would return `text` unchanged.
 fn is_printable_within(text: &str, max_bytes: usize) -> bool {
-    text.len() <= max_bytes && !text.chars().any(char::is_control)
+    // Printable ASCII, the usual log line, is checked a byte at a time (vectorized); anything
+    // else is decoded to find control characters, C1 controls (U+0080..U+009F) included.
+    text.len() <= max_bytes
+        && (text.bytes().all(|b| (0x20..0x7f).contains(&b)) || !text.chars().any(char::is_control))
 }
 
 impl HostImports for GuestState {
@@ -569,6 +572,8 @@ mod tests {
             "epoch 3: loss=0.1234 ✓"
         );
         assert_eq!(printable("exactly10!", 10), "exactly10!");
+        // DEL and the C1 controls (two bytes in UTF-8) are escaped too.
+        assert_eq!(printable("a\u{7f}b\u{85}c", 100), "a\\u{7f}b\\u{85}c");
         // An escape that does not fit is cut whole, never split.
         assert_eq!(printable("abcdefgh\n", 9), "abcdefgh…");
     }

@@ -14,7 +14,7 @@
 use trainrt_guest::{
     BatchMetrics, Callback, CheckpointInfo, Config, Decisions, EpochMetrics, FaultInfo, FaultKind,
     Level, Outcome, RunInfo, Subscriptions, TrainEndInfo, export_callback, format_metric, log,
-    push_metric,
+    push_metric, push_uint,
 };
 
 /// Logs the run's progress.
@@ -42,14 +42,7 @@ impl Callback for Logger {
     }
 
     fn on_batch_end(&mut self, m: &BatchMetrics, _out: &mut Decisions) {
-        log::info(&format!(
-            "epoch {} batch {} step {}: loss={} lr={}",
-            m.epoch,
-            m.batch,
-            m.step,
-            format_metric(m.loss),
-            format_metric(m.lr)
-        ));
+        log::info(&batch_line(m));
     }
 
     fn on_epoch_end(&mut self, m: &EpochMetrics<'_>, _out: &mut Decisions) {
@@ -119,8 +112,16 @@ fn train_start_line(info: &RunInfo) -> String {
 
 /// `epoch 3: loss=0.1234 accuracy=0.9600 val_loss=0.2000`: NaN means "no value this epoch",
 /// so such metrics are left out rather than printed as noise.
+///
+/// Built with pushes rather than `format!`: this line is most of the logger's cost per epoch,
+/// and `core::fmt` is slow in a fuel-metered guest.
 fn epoch_line(m: &EpochMetrics<'_>) -> String {
-    let mut line = format!("epoch {}:", m.epoch());
+    // "epoch N:" and " name=-1234.5678" per metric, sized once.
+    let room = 16 + m.iter().map(|(name, _)| name.len() + 14).sum::<usize>();
+    let mut line = String::with_capacity(room);
+    line.push_str("epoch ");
+    push_uint(&mut line, u64::from(m.epoch()));
+    line.push(':');
     for (name, value) in m.iter().filter(|(_, v)| !v.is_nan()) {
         line.push(' ');
         line.push_str(name);
@@ -134,6 +135,24 @@ fn epoch_line(m: &EpochMetrics<'_>) -> String {
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
+
+/// `epoch 3 batch 7 step 307: loss=0.1234 lr=0.1000`.
+fn batch_line(m: &BatchMetrics) -> String {
+    let mut line = String::with_capacity(80);
+    for (label, n) in [
+        ("epoch ", u64::from(m.epoch)),
+        (" batch ", u64::from(m.batch)),
+        (" step ", m.step),
+    ] {
+        line.push_str(label);
+        push_uint(&mut line, n);
+    }
+    line.push_str(": loss=");
+    push_metric(&mut line, m.loss);
+    line.push_str(" lr=");
+    push_metric(&mut line, m.lr);
+    line
+}
 
 export_callback!(Logger);
 

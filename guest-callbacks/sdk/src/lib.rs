@@ -56,7 +56,7 @@ pub use bindings::trainrt::callbacks::types::{
 pub use callback::Callback;
 pub use config::{Config, param_error};
 pub use decisions::Decisions;
-pub use metrics::{EpochMetrics, format_metric, push_metric};
+pub use metrics::{EpochMetrics, format_metric, push_metric, push_uint};
 pub use subscriptions::Subscriptions;
 
 /// Exports a [`Callback`] type as the callback component's implementation.

@@ -42,6 +42,11 @@ impl<'a> EpochMetrics<'a> {
             .filter(|v| !v.is_nan())
     }
 
+    /// The `i`-th `(name, value)` pair in the host's order, NaN (no value) included.
+    pub fn nth(&self, i: usize) -> Option<(&'a str, f64)> {
+        Some((self.names.get(i)?.as_str(), *self.values.get(i)?))
+    }
+
     /// Every `(name, value)` pair in the host's order, NaN (no value) included.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, f64)> + 'a {
         self.names
@@ -61,24 +66,24 @@ pub fn format_metric(v: f64) -> String {
 
 /// Appends [`format_metric`]'s text for `v` to `out`, without a temporary `String`.
 ///
-/// Values in the usual range take a fast path: the same text as `format!("{v:.4}")`, digit for
-/// digit (rounded to nearest, ties to even, from the exact binary value), computed with integer
-/// arithmetic. `core`'s general float formatter costs ~1.5 µs per value in a fuel-metered wasm
-/// guest, most of a logger's epoch-end call.
+/// Values in the usual range and zero take a fast path: the same text as `format!("{v:.4}")`,
+/// digit for digit (rounded to nearest, ties to even, from the exact binary value), computed with
+/// 64-bit integer arithmetic. `core`'s general float formatter costs ~1.5 µs per value in a
+/// fuel-metered wasm guest, most of a logger's epoch-end call.
 pub fn push_metric(out: &mut String, v: f64) {
     let magnitude = v.abs();
-    if (1e-3..1e6).contains(&magnitude) {
+    if (1e-3..1e6).contains(&magnitude) || v == 0.0 {
         push_fixed4(out, v);
-    } else if v == 0.0 || !v.is_finite() {
+    } else if !v.is_finite() {
         out.push_str(&format!("{v:.4}"));
     } else {
         out.push_str(&format!("{v:.3e}"));
     }
 }
 
-/// `format!("{v:.4}")` for a finite `v` with `|v| < 2^63 / 10^4`.
+/// `format!("{v:.4}")` for a finite `v` with `|v| < 2^48`, in 64-bit integer arithmetic only
+/// (wasm has no 128-bit multiply or divide; those are slow library calls there).
 fn push_fixed4(out: &mut String, v: f64) {
-    const SCALE: u128 = 10_000;
     let bits = v.to_bits();
     let biased = ((bits >> 52) & 0x7ff) as i32;
     let fraction = bits & ((1 << 52) - 1);
@@ -88,43 +93,62 @@ fn push_fixed4(out: &mut String, v: f64) {
     } else {
         (fraction | (1 << 52), biased - 1075)
     };
-    // v * 10^4 = mantissa * 10^4 * 2^exponent, rounded to the nearest integer, ties to even.
-    let scaled = u128::from(mantissa) * SCALE;
-    let units: u128 = if exponent >= 0 {
-        scaled << exponent
-    } else {
-        let shift = exponent.unsigned_abs();
-        if shift >= 128 {
-            0
-        } else {
+    // v * 10^4 = mantissa * 625 * 2^(exponent + 4), and mantissa * 625 < 2^53 * 2^10 fits a
+    // u64. Below 2^48 the power of two is a right shift: round to nearest, ties to even.
+    let scaled = mantissa * 625;
+    let shift = -(exponent + 4);
+    debug_assert!(shift > 0, "push_fixed4 takes |v| < 2^48");
+    let units = match u32::try_from(shift) {
+        Ok(shift @ 1..=63) => {
             let whole = scaled >> shift;
-            let rest = scaled & ((1u128 << shift) - 1);
-            let half = 1u128 << (shift - 1);
-            if rest > half || (rest == half && whole & 1 == 1) {
-                whole + 1
-            } else {
-                whole
-            }
+            let rest = scaled & ((1u64 << shift) - 1);
+            let half = 1u64 << (shift - 1);
+            whole + u64::from(rest > half || (rest == half && whole & 1 == 1))
         }
+        // Under half a unit (scaled < 2^63, so a shift of 64 or more leaves less than half).
+        _ => 0,
     };
-    if bits >> 63 == 1 {
-        out.push('-');
+    // Sign, up to 15 integer digits, the point and four decimals, written backwards.
+    let mut buf = [0u8; 24];
+    let mut start = buf.len();
+    let mut push = |b: u8| {
+        start -= 1;
+        buf[start] = b;
+    };
+    let (mut whole, mut decimals) = (units / 10_000, units % 10_000);
+    for _ in 0..4 {
+        push(b'0' + (decimals % 10) as u8);
+        decimals /= 10;
     }
-    push_digits(out, (units / SCALE) as u64, 1);
-    out.push('.');
-    push_digits(out, (units % SCALE) as u64, 4);
+    push(b'.');
+    loop {
+        push(b'0' + (whole % 10) as u8);
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    if bits >> 63 == 1 {
+        push(b'-');
+    }
+    // Only ASCII digits, '.' and '-' were written.
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
-/// Appends `n` in decimal, zero-padded to at least `width` digits.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
+/// Appends `n` in decimal, without `core::fmt` (its machinery is most of the cost of a small
+/// integer in a guest).
+pub fn push_uint(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
     let mut start = buf.len();
-    while n > 0 || buf.len() - start < width {
+    loop {
         start -= 1;
         buf[start] = b'0' + (n % 10) as u8;
         n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    out.extend(buf[start..].iter().map(|&d| char::from(d)));
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -196,6 +220,15 @@ mod tests {
     }
 
     #[test]
+    fn push_uint_matches_display() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut s = String::from("n=");
+            push_uint(&mut s, n);
+            assert_eq!(s, format!("n={n}"));
+        }
+    }
+
+    #[test]
     fn push_metric_appends() {
         let mut line = String::from("loss=");
         push_metric(&mut line, 0.25);
@@ -208,6 +241,7 @@ mod tests {
     fn format_metric_keeps_small_values_readable() {
         assert_eq!(format_metric(0.123456), "0.1235");
         assert_eq!(format_metric(0.0), "0.0000");
+        assert_eq!(format_metric(-0.0), format!("{:.4}", -0.0));
         assert_eq!(format_metric(1e-5), "1.000e-5");
         assert_eq!(format_metric(-2.5e7), "-2.500e7");
         assert_eq!(format_metric(f64::NAN), "NaN");
