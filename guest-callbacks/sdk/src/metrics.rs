@@ -109,46 +109,76 @@ fn push_fixed4(out: &mut String, v: f64) {
         _ => 0,
     };
     // Sign, up to 15 integer digits, the point and four decimals, written backwards.
-    let mut buf = [0u8; 24];
-    let mut start = buf.len();
-    let mut push = |b: u8| {
-        start -= 1;
-        buf[start] = b;
-    };
-    let (mut whole, mut decimals) = (units / 10_000, units % 10_000);
-    for _ in 0..4 {
-        push(b'0' + (decimals % 10) as u8);
-        decimals /= 10;
-    }
-    push(b'.');
-    loop {
-        push(b'0' + (whole % 10) as u8);
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
-    }
+    let mut buf = Digits::new();
+    buf.uint((units % 10_000) as u32, 4);
+    buf.push(b'.');
+    buf.uint64(units / 10_000);
     if bits >> 63 == 1 {
-        push(b'-');
+        buf.push(b'-');
     }
-    // Only ASCII digits, '.' and '-' were written.
-    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
+    buf.append_to(out);
 }
 
 /// Appends `n` in decimal, without `core::fmt` (its machinery is most of the cost of a small
 /// integer in a guest).
-pub fn push_uint(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+pub fn push_uint(out: &mut String, n: u64) {
+    let mut buf = Digits::new();
+    buf.uint64(n);
+    buf.append_to(out);
+}
+
+/// ASCII text written backwards, right to left, into a fixed buffer. Only ASCII is ever
+/// written (`push` checks), which lets `append_to` copy it without UTF-8 validation.
+struct Digits {
+    buf: [u8; 24],
+    start: usize,
+}
+
+impl Digits {
+    fn new() -> Self {
+        Self {
+            buf: [0; 24],
+            start: 24,
         }
     }
-    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
+
+    fn push(&mut self, b: u8) {
+        assert!(b.is_ascii());
+        self.start -= 1;
+        self.buf[self.start] = b;
+    }
+
+    /// `n` in decimal, zero-padded to `width` digits. In 32 bits: wasm divides a u64 by 10
+    /// with a real division, a u32 with a multiply.
+    fn uint(&mut self, mut n: u32, width: usize) {
+        let end = self.start;
+        while n > 0 || end - self.start < width {
+            self.push(b'0' + (n % 10) as u8);
+            n /= 10;
+        }
+    }
+
+    /// `n` in decimal, at least one digit.
+    fn uint64(&mut self, n: u64) {
+        match u32::try_from(n) {
+            Ok(n) => self.uint(n, 1),
+            Err(_) => {
+                // Nine digits at a time in 32 bits, so only the split divides a u64.
+                let (high, low) = (n / 1_000_000_000, (n % 1_000_000_000) as u32);
+                self.uint(low, 9);
+                self.uint64(high);
+            }
+        }
+    }
+
+    /// Appends the text. Copied as bytes: validating or pushing it char by char was a tenth of
+    /// a logger's epoch-end in the guest.
+    #[allow(unsafe_code)]
+    fn append_to(&self, out: &mut String) {
+        // SAFETY: `push` is the only writer and admits ASCII only, and ASCII bytes are valid
+        // UTF-8 on their own, so `out` stays valid UTF-8.
+        unsafe { out.as_mut_vec() }.extend_from_slice(&self.buf[self.start..]);
+    }
 }
 
 #[cfg(test)]
