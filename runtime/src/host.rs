@@ -123,7 +123,8 @@ pub struct CallbackReport {
 }
 
 struct Slot {
-    name: String,
+    /// Shared with every `Answer` it gives, so answering costs no allocation for the name.
+    name: Arc<str>,
     options: CallbackOptions,
     compiled: Arc<CompiledCallback>,
     instance: Option<CallbackInstance>,
@@ -138,7 +139,7 @@ struct Slot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The callback's name.
-    pub callback: String,
+    pub callback: Arc<str>,
     /// Its decisions, unvalidated.
     pub decisions: Vec<Decision>,
 }
@@ -149,7 +150,7 @@ pub struct CallbackHost {
     slots: Vec<Slot>,
     run_info: Option<RunInfo>,
     faults: Vec<FaultRecord>,
-    logs: Vec<(String, LogLine)>,
+    logs: Vec<(Arc<str>, LogLine)>,
     abort: Option<FaultRecord>,
 }
 
@@ -191,7 +192,7 @@ impl CallbackHost {
             )
             .map_err(|e| rename_error(e, &name))?;
             slots.push(Slot {
-                name,
+                name: name.into(),
                 options: options.clone(),
                 compiled,
                 instance: Some(instance),
@@ -214,7 +215,7 @@ impl CallbackHost {
 
     /// Names of the callbacks, in delivery order.
     pub fn names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.name.clone()).collect()
+        self.slots.iter().map(|s| s.name.to_string()).collect()
     }
 
     /// Whether any active callback wants events of this kind (lets the trainer skip building them).
@@ -284,7 +285,7 @@ impl CallbackHost {
             match result {
                 Ok(state) => {
                     slot.last_good_state = Some(state.clone());
-                    states.push((slot.name.clone(), state));
+                    states.push((slot.name.to_string(), state));
                 }
                 Err(fault) => self.handle_fault(i, "snapshot-state", epoch, step, fault),
             }
@@ -299,7 +300,7 @@ impl CallbackHost {
             let slot = &mut self.slots[i];
             let Some(state) = states
                 .iter()
-                .find(|(n, _)| *n == slot.name)
+                .find(|(n, _)| **n == *slot.name)
                 .map(|(_, s)| s.clone())
             else {
                 continue;
@@ -325,7 +326,7 @@ impl CallbackHost {
     }
 
     /// Lines callbacks logged since the last call, with the callback's name.
-    pub fn take_logs(&mut self) -> Vec<(String, LogLine)> {
+    pub fn take_logs(&mut self) -> Vec<(Arc<str>, LogLine)> {
         std::mem::take(&mut self.logs)
     }
 
@@ -351,7 +352,7 @@ impl CallbackHost {
                     stats.total_time_ns as f64 / 1e3 / stats.calls as f64
                 };
                 CallbackReport {
-                    name: s.name.clone(),
+                    name: s.name.to_string(),
                     spec: s.options.spec.to_string(),
                     stats,
                     mean_time_us: mean,
@@ -401,7 +402,7 @@ impl CallbackHost {
             },
         };
         let record = FaultRecord {
-            callback: slot.name.clone(),
+            callback: slot.name.to_string(),
             during: during.to_string(),
             epoch,
             step,
@@ -442,7 +443,7 @@ fn restart(sandbox: &Sandbox, slot: &mut Slot, run_info: Option<&RunInfo>) -> Re
     Ok(())
 }
 
-fn collect_logs(slot: &mut Slot, logs: &mut Vec<(String, LogLine)>) {
+fn collect_logs(slot: &mut Slot, logs: &mut Vec<(Arc<str>, LogLine)>) {
     if let Some(instance) = slot.instance.as_mut() {
         for line in instance.take_logs() {
             logs.push((slot.name.clone(), line));

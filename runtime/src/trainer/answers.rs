@@ -45,7 +45,7 @@ impl Run {
         for (callback, line) in self.host.take_logs() {
             observer.callback_log(&callback, &line);
             self.files.log.append(
-                &json!({"callback": callback, "level": line.level_name(), "message": line.message}),
+                &json!({"callback": &*callback, "level": line.level_name(), "message": line.message}),
             )?;
         }
         let faults = self.host.take_faults();

@@ -74,7 +74,7 @@ impl ReplayArgs {
             for answer in answers {
                 for d in &answer.decisions {
                     let line = json!({
-                        "callback": answer.callback,
+                        "callback": &*answer.callback,
                         "event": kind_name(event.kind()),
                         "epoch": event.epoch(),
                         "step": event.step(),
