@@ -1,6 +1,13 @@
 //! Builds the bundled callbacks (guest-callbacks/) for wasm32-unknown-unknown, turns each core
 //! module into a component with wit-component, and embeds them in the `trainrt` binary, so a plain
 //! `cargo build -p trainrt` yields one binary in which `--callback early-stopping` works.
+//!
+//! Each component is also precompiled here, with the sandbox's own engine configuration
+//! (`src/sandbox/engine.rs`, compiled into this script too), and the artifact embedded beside it:
+//! a run then starts the bundled callbacks without compiling them, even on a machine with an empty
+//! compiled-component cache. The artifact only loads into an engine whose settings, wasmtime
+//! version and CPU features match (wasmtime checks); anywhere else the component is compiled as
+//! any other.
 
 use std::env;
 use std::fs;
@@ -17,6 +24,9 @@ const BUNDLED: &[&str] = &[
     "terminate-on-nan",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+#[path = "src/sandbox/engine.rs"]
+mod engine;
 
 fn main() {
     if let Err(message) = run() {
@@ -82,8 +92,12 @@ fn run() -> Result<(), String> {
         return Err("building the bundled callbacks (guest-callbacks/) for wasm32-unknown-unknown failed; see the errors above".into());
     }
 
+    let engine = wasmtime::Engine::new(&engine::config()).map_err(|e| {
+        format!("cannot configure wasmtime to precompile the bundled callbacks: {e}")
+    })?;
     let mut table = String::from(
-        "/// The bundled callbacks: (name, component bytes).\npub(crate) static BUNDLED: &[(&str, &[u8])] = &[\n",
+        "/// The bundled callbacks: (name, component bytes, the component precompiled for the build \
+         machine).\npub(crate) static BUNDLED: &[(&str, &[u8], &[u8])] = &[\n",
     );
     for name in BUNDLED {
         let module_path = guest_target
@@ -103,9 +117,15 @@ fn run() -> Result<(), String> {
             })?;
         let dest = out_dir.join(format!("{name}.component.wasm"));
         write_if_changed(&dest, &component)?;
+        let artifact = engine
+            .precompile_component(&component)
+            .map_err(|e| format!("cannot precompile the bundled callback {name}: {e:#}"))?;
+        let precompiled = out_dir.join(format!("{name}.cwasm"));
+        write_if_changed(&precompiled, &artifact)?;
         table.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            dest.display().to_string()
+            "    ({name:?}, include_bytes!({:?}), include_bytes!({:?})),\n",
+            dest.display().to_string(),
+            precompiled.display().to_string()
         ));
     }
     table.push_str("];\n");

@@ -1,19 +1,31 @@
 //! The callbacks that ship inside the `trainrt` binary, compiled by `build.rs` from
-//! `guest-callbacks/` and embedded as components.
+//! `guest-callbacks/` and embedded as components, each with its artifact precompiled for the
+//! build machine (used when the engine matches; see [`precompiled`]).
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// Names of the bundled callbacks, in a stable order.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    BUNDLED.iter().map(|(name, _)| *name)
+    BUNDLED.iter().map(|(name, _, _)| *name)
 }
 
 /// The component bytes of a bundled callback, if `name` is one.
 pub fn component(name: &str) -> Option<&'static [u8]> {
     BUNDLED
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, bytes, _)| *bytes)
+}
+
+/// The artifact `build.rs` precompiled for `component`, when `component` is a bundled callback's
+/// exact bytes (however it was named: also a `.wasm` file written by `trainrt callbacks export`).
+/// It loads only into an engine configured like the build's; the caller falls back to compiling
+/// when it does not.
+pub(crate) fn precompiled(component: &[u8]) -> Option<&'static [u8]> {
+    BUNDLED
+        .iter()
+        .find(|(_, bytes, _)| *bytes == component)
+        .map(|(_, _, artifact)| *artifact)
 }
 
 /// Writes every bundled callback to `dir` as `<name>.wasm`, creating `dir` if needed.
@@ -24,7 +36,7 @@ pub fn export_all(
         .map_err(|e| crate::rundir::RunDirError::io("cannot create directory", dir, e))?;
     BUNDLED
         .iter()
-        .map(|(name, bytes)| {
+        .map(|(name, bytes, _)| {
             let path = dir.join(format!("{name}.wasm"));
             crate::rundir::atomic_write(&path, bytes)?;
             Ok(path)

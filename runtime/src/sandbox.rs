@@ -14,12 +14,14 @@ use std::time::Duration;
 
 mod cache;
 mod capture;
+mod engine;
 
 pub use self::cache::{CacheOutcome, ComponentCache};
+pub use self::engine::WASM_STACK_BYTES;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use self::capture::CapturedOutput;
@@ -27,8 +29,6 @@ use crate::contract::{CallbackWorld, HostImports, Level};
 
 /// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
-/// The wasm stack every callback gets (an engine-wide setting in wasmtime).
-pub const WASM_STACK_BYTES: usize = 512 * 1024;
 
 /// Resource limits for one callback. Callers speak in durations and byte sizes; the sandbox turns
 /// them into epoch ticks and fuel.
@@ -450,25 +450,18 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Configures the engine: Cranelift, component model, fuel and epoch interruption on, a
-    /// 512 KiB wasm stack, no concurrency support (it adds cost to every call), and a linker
-    /// offering the `host` interface plus deny-by-default WASI. Compiled components are cached
-    /// where [`ComponentCache::from_env`] says.
+    /// Configures the engine (`sandbox/engine.rs`: Cranelift, component model, fuel and epoch
+    /// interruption on, a 512 KiB wasm stack, no concurrency support) and a linker offering the
+    /// `host` interface plus deny-by-default WASI. Compiled components are cached where
+    /// [`ComponentCache::from_env`] says; the bundled callbacks load precompiled.
     pub fn new() -> Result<Self, SandboxError> {
         Self::with_cache(ComponentCache::from_env())
     }
 
     /// As [`Sandbox::new`], with an explicit compiled-component cache.
     pub fn with_cache(cache: ComponentCache) -> Result<Self, SandboxError> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(WASM_STACK_BYTES)
-            .concurrency_support(false);
-        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine =
+            Engine::new(&engine::config()).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         CallbackWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;

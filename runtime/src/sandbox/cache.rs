@@ -2,8 +2,9 @@
 //! content hash and the engine's compatibility hash, so a callback is compiled once per machine
 //! instead of once per run (a Python callback takes seconds to compile).
 //!
-//! Only files this cache wrote are ever deserialized, and only after their checksum matches:
-//! a user-supplied `.wasm` is always compiled from its bytes, never loaded as native code.
+//! Only files this cache wrote are ever deserialized, and only after their checksum matches, or
+//! the artifacts `build.rs` precompiled into this binary for the bundled callbacks: a
+//! user-supplied `.wasm` is always compiled from its bytes, never loaded as native code.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -21,11 +22,15 @@ const MAX_CACHE_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: Option<PathBuf>,
+    /// Whether the bundled callbacks load from the artifacts precompiled into the binary.
+    builtin: bool,
 }
 
 /// How [`ComponentCache::load_or_compile`] got the component, for stats and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
+    /// A bundled callback, loaded from the artifact precompiled into the binary.
+    Builtin,
     /// Loaded from the cache.
     Hit,
     /// Compiled, and stored for next time.
@@ -47,12 +52,19 @@ impl ComponentCache {
                 .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
                 .map(|base| base.join("trainrt").join("components")),
         };
-        Self { dir }
+        Self::at(dir)
     }
 
-    /// A cache in `dir`, or none.
+    /// A cache in `dir`, or none. Bundled callbacks load precompiled either way.
     pub fn at(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+        Self { dir, builtin: true }
+    }
+
+    /// Whether bundled callbacks load from the artifacts precompiled into the binary (the
+    /// default) or are compiled like any other component (to measure compiling them).
+    pub fn with_builtin(mut self, builtin: bool) -> Self {
+        self.builtin = builtin;
+        self
     }
 
     /// The cache directory, if caching is on.
@@ -67,6 +79,14 @@ impl ComponentCache {
         engine: &Engine,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        // A bundled callback needs no compile where the build's engine matches this one.
+        let builtin = self
+            .builtin
+            .then(|| crate::bundled::precompiled(bytes))
+            .flatten();
+        if let Some(component) = builtin.and_then(|artifact| deserialize(engine, artifact).ok()) {
+            return Ok((component, CacheOutcome::Builtin));
+        }
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, bytes)?, CacheOutcome::Compiled));
         };
@@ -127,9 +147,10 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `artifact` is either what `precompile_component` just returned, or a cache entry
-    // this module wrote whose SHA-256 still matches what it wrote; wasmtime additionally checks
-    // that it was compiled by a compatible engine. User-supplied bytes never get here.
+    // SAFETY: `artifact` is what `precompile_component` just returned, a cache entry this
+    // module wrote whose SHA-256 still matches what it wrote, or an artifact `build.rs`
+    // precompiled and embedded in this binary; wasmtime additionally checks that it was compiled
+    // by a compatible engine. User-supplied bytes never get here.
     unsafe { Component::deserialize(engine, artifact) }
 }
 
@@ -212,6 +233,43 @@ mod tests {
         std::fs::write(&entry, damaged).unwrap();
         let (_, third) = cache.load_or_compile(&engine, &bytes).unwrap();
         assert_eq!(third, CacheOutcome::Stored);
+    }
+
+    #[test]
+    fn bundled_callbacks_load_precompiled_where_the_engine_matches() {
+        let engine = Engine::new(&super::super::engine::config()).unwrap();
+        let cache = ComponentCache::at(None);
+        for name in crate::bundled::names() {
+            let bytes = crate::bundled::component(name).unwrap();
+            let (_, outcome) = cache.load_or_compile(&engine, bytes).unwrap();
+            assert_eq!(outcome, CacheOutcome::Builtin, "{name}");
+        }
+        // Turned off, a bundled callback compiles like any component.
+        let off = cache.with_builtin(false);
+        let (_, outcome) = off.load_or_compile(&engine, &component_bytes()).unwrap();
+        assert_eq!(outcome, CacheOutcome::Compiled);
+    }
+
+    #[test]
+    fn only_a_bundled_callbacks_exact_bytes_get_its_artifact() {
+        let bytes = component_bytes();
+        assert!(crate::bundled::precompiled(&bytes).is_some());
+        // One byte different, or one byte short, is another component.
+        let mut other = bytes.clone();
+        let last = other.len() - 1;
+        other[last] ^= 0x01;
+        assert!(crate::bundled::precompiled(&other).is_none());
+        assert!(crate::bundled::precompiled(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn an_engine_unlike_the_builds_compiles_instead() {
+        // No fuel and no epochs: wasmtime refuses the build's artifact, so the bytes compile.
+        let engine = Engine::default();
+        let (_, outcome) = ComponentCache::at(None)
+            .load_or_compile(&engine, &component_bytes())
+            .unwrap();
+        assert_eq!(outcome, CacheOutcome::Compiled);
     }
 
     #[test]
