@@ -53,11 +53,13 @@ fn run() -> Result<(), String> {
     check_wasm_target()?;
 
     // Share one guest target dir across host profiles when we can find cargo's target dir
-    // (it holds a CACHEDIR.TAG); otherwise build inside OUT_DIR.
+    // (it holds a CACHEDIR.TAG); otherwise build inside OUT_DIR. One per checkout: the modules'
+    // file names carry no hash, so two checkouts sharing a CARGO_TARGET_DIR would otherwise read
+    // each other's callbacks whenever cargo finds its own build of them fresh.
     let guest_target = out_dir
         .ancestors()
         .find(|p| p.join("CACHEDIR.TAG").is_file())
-        .map(|t| t.join("guest-wasm"))
+        .map(|t| t.join("guest-wasm").join(checkout_id(&root)))
         .unwrap_or_else(|| out_dir.join("guest-wasm"));
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -152,6 +154,18 @@ fn check_wasm_target() -> Result<(), String> {
         "the Rust target {WASM_TARGET} is not installed, and trainrt embeds its bundled callbacks \
          compiled for it.\n       Fix: rustup target add {WASM_TARGET}"
     ))
+}
+
+/// A short, stable name for the checkout at `root` (FNV-1a of its path).
+fn checkout_id(root: &Path) -> String {
+    let hash = root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }
 
 fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), String> {
