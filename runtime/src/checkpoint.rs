@@ -8,8 +8,9 @@
 //! - `__metadata__["trainrt.crc32"]`: a CRC-32 over the metadata JSON and every tensor's name,
 //!   dtype, shape and bytes (in name order), so a flipped bit anywhere is reported as corruption.
 //!
-//! `<dir>/<tag>.json` is a human-readable copy of the metadata without callback states, written
-//! after the safetensors file. It is informational only: [`load`] never reads it.
+//! The file is the whole checkpoint: nothing beside it can disagree with it after a crash, and
+//! one fsync'd file per save is what keeps saving every epoch cheap. `trainrt checkpoint FILE`
+//! prints the metadata (any safetensors reader shows it too).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -19,7 +20,7 @@ use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use safetensors::tensor::SafeTensors;
 
-use crate::rundir::{RunDirError, atomic_write, atomic_write_json};
+use crate::rundir::{RunDirError, atomic_write_all};
 
 mod encoding;
 mod meta;
@@ -60,7 +61,7 @@ pub enum CheckpointError {
         #[source]
         source: io::Error,
     },
-    /// Writing the checkpoint or its sidecar failed.
+    /// Writing the checkpoint failed.
     #[error(transparent)]
     Write(#[from] RunDirError),
     /// The checkpoint could not be encoded (e.g. a non-finite learning rate in the metadata).
@@ -172,26 +173,40 @@ pub struct Encoded {
     pub tag: String,
     path: PathBuf,
     bytes: Vec<u8>,
-    sidecar_path: PathBuf,
-    sidecar: serde_json::Value,
 }
 
 impl Encoded {
     /// Writes the checkpoint into its directory (created if missing) and returns its path. The
-    /// file is renamed into place atomically; the `.json` sidecar follows. If only the sidecar
-    /// fails, the checkpoint itself is complete and the error says which file failed.
+    /// file is renamed into place atomically, as in [`write_all`].
     pub fn write(self) -> Result<PathBuf, CheckpointError> {
-        if let Some(dir) = self.path.parent() {
+        write_all(std::slice::from_ref(&self))?;
+        Ok(self.path)
+    }
+}
+
+/// Writes checkpoints as one group: each is written beside its target and fsync'd, then all are
+/// renamed into place in order, then the directory is synced once (see [`atomic_write_all`]). A
+/// crash leaves each checkpoint the previous one or the new one, whole; nothing is renamed unless
+/// every file was written, and the error names the file that failed.
+pub fn write_all(group: &[Encoded]) -> Result<(), CheckpointError> {
+    let mut dirs: Vec<&Path> = Vec::with_capacity(1);
+    for checkpoint in group {
+        if let Some(dir) = checkpoint.path.parent()
+            && !dirs.contains(&dir)
+        {
             std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
                 action: "cannot create checkpoint directory",
                 path: dir.to_path_buf(),
                 source,
             })?;
+            dirs.push(dir);
         }
-        atomic_write(&self.path, &self.bytes)?;
-        atomic_write_json(&self.sidecar_path, &self.sidecar)?;
-        Ok(self.path)
     }
+    let files: Vec<(&Path, &[u8])> = group
+        .iter()
+        .map(|c| (c.path.as_path(), c.bytes.as_slice()))
+        .collect();
+    Ok(atomic_write_all(&files)?)
 }
 
 /// Serializes checkpoint `tag` for `dir`: everything but the I/O, so it can run where the
@@ -256,17 +271,10 @@ pub fn encode(
         Some(metadata),
     )
     .map_err(|e| unencodable(e.to_string()))?;
-    drop(tensors);
-    let mut sidecar = serde_json::to_value(&meta).map_err(|e| unencodable(e.to_string()))?;
-    if let Some(obj) = sidecar.as_object_mut() {
-        obj.remove("callback_states");
-    }
     Ok(Encoded {
         tag: tag.to_string(),
         path,
         bytes,
-        sidecar_path: dir.join(format!("{tag}.json")),
-        sidecar,
     })
 }
 
@@ -447,10 +455,6 @@ mod tests {
                 assert_eq!(bits(r), bits(t), "{name}");
             }
         }
-        let sidecar: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(ckpt_dir.join("epoch-3.json")).unwrap()).unwrap();
-        assert_eq!(sidecar["step"], 1234);
-        assert!(sidecar.get("callback_states").is_none());
         let mut names: Vec<_> = std::fs::read_dir(&ckpt_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -458,8 +462,8 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["epoch-3.json", "epoch-3.safetensors"],
-            "no temp files left behind"
+            ["epoch-3.safetensors"],
+            "one file per checkpoint, no temp files left behind"
         );
     }
 

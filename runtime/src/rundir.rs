@@ -1,8 +1,8 @@
 //! The run directory: where a run's configuration, logs, metrics and checkpoints live.
 //!
-//! Every whole-file write goes through [`atomic_write`] (temp file, fsync, rename, fsync of the
-//! directory), so a crash at any point leaves either the old file or the new one, never a torn
-//! one. Append-only logs (`*.jsonl`) are written a whole line at a time and flushed at fixed
+//! Every whole-file write goes through [`atomic_write`] or [`atomic_write_all`] (temp file,
+//! fsync, rename, fsync of the directory), so a crash at any point leaves either the old file or
+//! the new one, never a torn one. Append-only logs (`*.jsonl`) are written a whole line at a time and flushed at fixed
 //! points; a reader tolerates a torn last line.
 
 use std::fs::{self, File, OpenOptions};
@@ -61,33 +61,63 @@ impl RunDirError {
 /// Writes `bytes` to `path` atomically: readers and crashes see the old content or the new,
 /// never a mix. The temp file lives beside the target so the rename stays on one filesystem.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    atomic_write_all(&[(path, bytes)])
+}
+
+/// Writes several files atomically as one group: each goes to a temp file beside it and is
+/// fsync'd, then all are renamed into place in the order given, then each directory involved is
+/// fsync'd once. Every file is old or new after a crash, never torn, as with [`atomic_write`]
+/// file by file; what the group saves is the directory sync per file, a journal commit that is a
+/// good part of what writing a small file durably costs (an epoch's `best` and `last`
+/// checkpoints, say). On error no temp file is left behind; files already
+/// renamed stay, each whole.
+pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<(), RunDirError> {
     // Unique per process and per write, so threads writing the same file never share a temp.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
     let result = (|| {
-        let mut file = File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| RunDirError::io("cannot write", &tmp, e))?;
-        file.sync_all()
-            .map_err(|e| RunDirError::io("cannot sync", &tmp, e))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(|e| RunDirError::io("cannot rename into place", path, e))?;
-        sync_dir(dir)
+        for (path, bytes) in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = parent_dir(path).join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+            let mut file =
+                File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
+            temps.push(tmp);
+            let tmp = &temps[temps.len() - 1];
+            file.write_all(bytes)
+                .map_err(|e| RunDirError::io("cannot write", tmp, e))?;
+            file.sync_all()
+                .map_err(|e| RunDirError::io("cannot sync", tmp, e))?;
+        }
+        let mut dirs: Vec<&Path> = Vec::with_capacity(1);
+        for ((path, _), tmp) in files.iter().zip(&temps) {
+            fs::rename(tmp, path)
+                .map_err(|e| RunDirError::io("cannot rename into place", path, e))?;
+            let dir = parent_dir(path);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs.into_iter().try_for_each(sync_dir)
     })();
     if result.is_err() {
-        // Never leave a partial temp file behind; the error we report is the original one.
-        let _ = fs::remove_file(&tmp);
+        // Never leave a partial temp file behind (those already renamed are gone); the error
+        // we report is the original one.
+        for tmp in &temps {
+            let _ = fs::remove_file(tmp);
+        }
     }
     result
+}
+
+/// The directory a file is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
@@ -238,6 +268,27 @@ mod tests {
         let path = dir.path().join("missing").join("x.json");
         let err = atomic_write(&path, b"x").unwrap_err();
         assert!(err.to_string().contains("cannot create"), "{err}");
+    }
+
+    #[test]
+    fn a_group_is_renamed_into_place_only_once_every_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("a.json"));
+        atomic_write_all(&[(&a, b"weights 1"), (&b, b"meta 1")]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"weights 1");
+        assert_eq!(fs::read(&b).unwrap(), b"meta 1");
+
+        // The group's last file cannot be written: the first one is not replaced either.
+        let unwritable = dir.path().join("missing").join("c.json");
+        let err = atomic_write_all(&[(&a, b"weights 2"), (&unwritable, b"x")]).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert_eq!(fs::read(&a).unwrap(), b"weights 1");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.json", "a.safetensors"], "no temp file is left");
     }
 
     #[test]

@@ -450,6 +450,8 @@ impl Run {
         {
             self.save_checkpoint(LAST_TAG, observer, true)?;
         }
+        // With any checkpoint the callbacks asked for at `epoch-end`, as one group.
+        self.writer.commit()?;
         self.epoch = epoch + 1;
         Ok(())
     }

@@ -1,36 +1,43 @@
 //! Checkpoint writes off the training thread. Serializing a checkpoint needs the tensors and stays
 //! on the trainer's thread; writing and fsyncing it is I/O, which this thread does while training
-//! goes on. Writes happen one at a time, in the order submitted, each atomically as before, so a
-//! crash still leaves every checkpoint whole: the previous one, or the new one.
+//! goes on.
 //!
-//! At most one checkpoint waits while another is written; a third `submit` blocks until there is
-//! room, which bounds memory at two serialized checkpoints.
+//! Checkpoints are staged, then committed as a group at the trainer's fixed points: an epoch's
+//! `best` (saved when a callback answers `epoch-end`) and its `last` go to disk together, with
+//! one sync of the directory instead of one per file (see [`write_all`]). Groups are written one
+//! at a time, in the order committed, so a crash still leaves every checkpoint whole: the
+//! previous one, or the new one.
+//!
+//! At most one group waits while another is written; a further commit blocks until there is
+//! room, which bounds memory at two groups of serialized checkpoints.
 
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
-use super::{CheckpointError, Encoded};
+use super::{CheckpointError, Encoded, write_all};
 
 /// A background checkpoint writer. Errors come back at the next [`Writer::check`] or
-/// [`Writer::wait`], in submission order.
+/// [`Writer::wait`], in commit order.
 pub struct Writer {
-    jobs: Option<SyncSender<Encoded>>,
-    results: Receiver<Result<String, CheckpointError>>,
+    jobs: Option<SyncSender<Vec<Encoded>>>,
+    results: Receiver<Result<(), CheckpointError>>,
     thread: Option<JoinHandle<()>>,
+    /// Staged, not yet handed to the thread.
+    staged: Vec<Encoded>,
+    /// Groups handed to the thread whose result has not been read.
     in_flight: usize,
 }
 
 impl Writer {
     /// Starts the writer thread.
     pub fn new() -> Result<Self, CheckpointError> {
-        let (jobs, queue) = sync_channel::<Encoded>(1);
+        let (jobs, queue) = sync_channel::<Vec<Encoded>>(1);
         let (done, results) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("trainrt-checkpoint".into())
             .spawn(move || {
-                for job in queue {
-                    let tag = job.tag.clone();
-                    if done.send(job.write().map(|_| tag)).is_err() {
+                for group in queue {
+                    if done.send(write_all(&group)).is_err() {
                         break;
                     }
                 }
@@ -44,24 +51,41 @@ impl Writer {
             jobs: Some(jobs),
             results,
             thread: Some(thread),
+            staged: Vec::new(),
             in_flight: 0,
         })
     }
 
-    /// Queues `checkpoint` for writing (blocking while another one already waits). Failures of
-    /// earlier writes are not reported here but by [`Writer::check`] and [`Writer::wait`], so
-    /// the caller decides where they end the run.
-    pub fn submit(&mut self, checkpoint: Encoded) -> Result<(), CheckpointError> {
+    /// Adds `checkpoint` to the group the next [`Writer::commit`] (or [`Writer::wait`]) hands
+    /// to the thread.
+    pub fn stage(&mut self, checkpoint: Encoded) {
+        self.staged.push(checkpoint);
+    }
+
+    /// Hands the staged checkpoints to the thread as one group (blocking while another group
+    /// already waits). Failures of earlier writes are not reported here but by
+    /// [`Writer::check`] and [`Writer::wait`], so the caller decides where they end the run.
+    pub fn commit(&mut self) -> Result<(), CheckpointError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.staged);
         let sent = match &self.jobs {
-            Some(jobs) => jobs.send(checkpoint).is_ok(),
+            Some(jobs) => jobs.send(group).is_ok(),
             None => false,
         };
         if !sent {
-            // The thread is gone: it panicked. Say so rather than lose the checkpoint silently.
+            // The thread is gone: it panicked. Say so rather than lose the checkpoints silently.
             return Err(self.dead());
         }
         self.in_flight += 1;
         Ok(())
+    }
+
+    /// Stages `checkpoint` and commits it, with anything staged before it.
+    pub fn submit(&mut self, checkpoint: Encoded) -> Result<(), CheckpointError> {
+        self.stage(checkpoint);
+        self.commit()
     }
 
     /// Reports the first failed write among those already finished, without waiting.
@@ -79,8 +103,10 @@ impl Writer {
         }
     }
 
-    /// Waits until every submitted checkpoint is on disk; the first failure is returned.
+    /// Commits what is staged and waits until every checkpoint is on disk; the first failure
+    /// is returned.
     pub fn wait(&mut self) -> Result<(), CheckpointError> {
+        self.commit()?;
         let mut first_error = None;
         while self.in_flight > 0 {
             match self.results.recv() {
@@ -108,7 +134,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Closing the queue lets the thread finish what it holds and exit.
+        // What was staged is written too; closing the queue lets the thread finish what it
+        // holds and exit.
+        let _ = self.commit();
         self.jobs.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -150,6 +178,36 @@ mod tests {
         let last = load(&dir.path().join("same.safetensors")).unwrap();
         let v: Vec<f32> = last.model["w"].to_vec1().unwrap();
         assert_eq!(v, vec![4.0; 4], "the last submitted write wins");
+    }
+
+    #[test]
+    fn staged_checkpoints_are_written_together_at_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new().unwrap();
+        w.stage(checkpoint(dir.path(), "best", 1.0));
+        w.stage(checkpoint(dir.path(), "last", 2.0));
+        // Nothing was handed to the thread yet.
+        w.check().unwrap();
+        assert!(!dir.path().join("best.safetensors").exists());
+        w.commit().unwrap();
+        w.wait().unwrap();
+        for (tag, value) in [("best", 1.0), ("last", 2.0)] {
+            let c = load(&dir.path().join(format!("{tag}.safetensors"))).unwrap();
+            assert_eq!(c.meta.tag, tag);
+            assert_eq!(c.model["w"].to_vec1::<f32>().unwrap(), vec![value; 4]);
+        }
+    }
+
+    #[test]
+    fn wait_and_drop_write_what_was_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new().unwrap();
+        w.stage(checkpoint(dir.path(), "waited", 1.0));
+        w.wait().unwrap();
+        assert!(load(&dir.path().join("waited.safetensors")).is_ok());
+        w.stage(checkpoint(dir.path(), "dropped", 1.0));
+        drop(w);
+        assert!(load(&dir.path().join("dropped.safetensors")).is_ok());
     }
 
     #[test]

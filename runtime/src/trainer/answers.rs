@@ -37,7 +37,15 @@ impl Run {
         if !set.is_empty() {
             self.apply(set, event, observer)?;
         }
-        self.after_dispatch(observer)
+        self.after_dispatch(observer)?;
+        // Checkpoints saved in answer go to the writer now, except an `epoch-end`'s: those wait
+        // for the epoch's `last` and go to disk with it, in one group (`finish_epoch` commits).
+        // A `checkpoint-saved` is announced from inside a save; the event that caused the save
+        // commits it.
+        if !matches!(event, Event::EpochEnd(_) | Event::CheckpointSaved(_)) {
+            self.writer.commit()?;
+        }
+        Ok(())
     }
 
     /// Forwards callback logs and faults; faults are also delivered as `fault` events.
@@ -175,7 +183,8 @@ impl Run {
                 .collect(),
             extra: json!({ "run": self.config.name }),
         };
-        // Serialized here, where the tensors are; written and fsync'd on the writer thread.
+        // Serialized here, where the tensors are; written and fsync'd on the writer thread when
+        // the caller commits.
         let encoded = checkpoint::encode(
             &self.run_dir.join("checkpoints"),
             tag,
@@ -183,7 +192,7 @@ impl Run {
             &self.model.tensors(),
             &self.optimizer.state_tensors(),
         )?;
-        self.writer.submit(encoded)?;
+        self.writer.stage(encoded);
         self.known_tags.insert(tag.to_string());
         if announce {
             let info = CheckpointInfo {
