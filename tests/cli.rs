@@ -234,6 +234,47 @@ fn run_check_replay_and_export_work_together() {
             .any(|l| l["type"] == "log" && l["callback"] == "logger")
     );
 
+    // The run's `last` checkpoint, verified and described; a run directory stands for it.
+    let out = trainrt(&["checkpoint", "r", "--json"], d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ckpt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ckpt["tag"], "last");
+    assert_eq!(ckpt["epoch"], summary["epochs_completed"]);
+    let states: Vec<&str> = ckpt["callback_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["early-stopping", "logger"]);
+    let tensors = ckpt["tensors"].as_array().unwrap();
+    for prefix in ["model.", "optim."] {
+        assert!(
+            tensors
+                .iter()
+                .any(|t| t["name"].as_str().unwrap().starts_with(prefix)),
+            "{ckpt}"
+        );
+    }
+    let out = trainrt(&["checkpoint", "r/checkpoints/last.safetensors"], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("checkpoint `last`, checksum verified"),
+        "{text}{}",
+        stderr(&out)
+    );
+    std::fs::write(d.join("not-a-checkpoint.safetensors"), b"{}").unwrap();
+    usage_error(
+        &["checkpoint", "not-a-checkpoint.safetensors"],
+        d,
+        &["not-a-checkpoint.safetensors is corrupt"],
+    );
+    usage_error(
+        &["checkpoint", "r/checkpoints/missing.safetensors"],
+        d,
+        &["cannot read checkpoint", "missing.safetensors"],
+    );
+
     // Replaying the recorded events gives the same stop decision, at the same epoch.
     let out = trainrt(
         &[

@@ -4,6 +4,7 @@
 //! 1 training or the command failed, 2 usage error (bad flags, config, data or callback).
 
 mod check;
+mod checkpoint;
 mod output;
 mod replay;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     /// The callbacks bundled in this binary.
     #[command(subcommand)]
     Callbacks(check::CallbacksCommand),
+    /// Verify a checkpoint and print its metadata, callback states and tensors.
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Check(args) => args.execute(),
         Command::Replay(args) => args.execute(),
         Command::Callbacks(cmd) => cmd.execute(),
+        Command::Checkpoint(args) => args.execute(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
