@@ -693,6 +693,111 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     }
 }
 
+/// CPU time the whole machine spent since boot, in clock ticks (user, nice, system, irq and
+/// softirq; not idle, I/O wait or time stolen by the hypervisor).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+}
+
+/// What writing an epoch's checkpoints durably costs, for a digits-sized checkpoint (the MLP
+/// 64-128-10 with SGD momentum, ~77 KB): wall time, and the machine's CPU time, because an
+/// fsync's journal commit runs partly in kernel threads that the process's own CPU time leaves
+/// out. Each round writes every setup `n` times, in a rotating order; medians over rounds.
+fn checkpoint_writes_table(dir: &std::path::Path) {
+    use candle_core::{Device, Tensor};
+    use trainrt::checkpoint::{self, CheckpointMeta, Encoded};
+
+    let ckpt_dir = dir.join("checkpoint-writes");
+    let shapes: [(&str, &[usize]); 4] = [
+        ("fc1.weight", &[128, 64]),
+        ("fc1.bias", &[128]),
+        ("fc2.weight", &[10, 128]),
+        ("fc2.bias", &[10]),
+    ];
+    let tensors = |seed: f32| -> Vec<(String, Tensor)> {
+        shapes
+            .iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|i| seed + i as f32 * 1e-3).collect();
+                let t = Tensor::from_vec(values, *shape, &Device::Cpu).expect("tensor");
+                (name.to_string(), t)
+            })
+            .collect()
+    };
+    let encoded = |tag: &str| -> Encoded {
+        let meta = CheckpointMeta {
+            format_version: checkpoint::FORMAT_VERSION,
+            tag: tag.into(),
+            epoch: 3,
+            step: 135,
+            lr: 0.01,
+            model: "mlp 64-128-10".into(),
+            optimizer: "sgd:momentum=0.9".into(),
+            seed: 42,
+            callback_states: Vec::new(),
+            extra: serde_json::Value::Null,
+        };
+        checkpoint::encode(&ckpt_dir, tag, &meta, &tensors(1.0), &tensors(2.0)).expect("encode")
+    };
+    let (best, last) = (encoded("best"), encoded("last"));
+    let one_group = [best, last];
+    let setups: [(&str, &dyn Fn()); 3] = [
+        ("`last` alone (one file, one directory sync)", &|| {
+            checkpoint::write_all(&one_group[1..]).expect("write")
+        }),
+        (
+            "`best` then `last`, one at a time (two directory syncs)",
+            &|| {
+                checkpoint::write_all(&one_group[..1]).expect("write");
+                checkpoint::write_all(&one_group[1..]).expect("write");
+            },
+        ),
+        (
+            "`best` and `last` as one group (one directory sync)",
+            &|| checkpoint::write_all(&one_group).expect("write"),
+        ),
+    ];
+    let (rounds, n) = (9, 300);
+    let ticks_per_s = 100.0; // USER_HZ, the unit of /proc/stat on Linux
+    let mut wall = vec![Vec::new(); setups.len()];
+    let mut cpu = vec![Vec::new(); setups.len()];
+    for round in 0..rounds {
+        for k in 0..setups.len() {
+            let i = (round + k) % setups.len();
+            let (ticks, started) = (machine_busy_ticks(), Instant::now());
+            for _ in 0..n {
+                setups[i].1();
+            }
+            wall[i].push(started.elapsed().as_secs_f64() * 1e3 / f64::from(n));
+            let busy = machine_busy_ticks().saturating_sub(ticks) as f64;
+            cpu[i].push(busy / ticks_per_s * 1e3 / f64::from(n));
+        }
+    }
+    println!(
+        "{rounds} rounds of {n} epochs' writes each, in {}\n",
+        ckpt_dir.display()
+    );
+    println!("| per epoch | wall (ms) | machine CPU (ms) |");
+    println!("|---|---|---|");
+    for (i, (label, _)) in setups.iter().enumerate() {
+        println!(
+            "| {label} | {:.2} | {:.2} |",
+            median(wall[i].clone()),
+            median(cpu[i].clone())
+        );
+    }
+}
+
 fn main() {
     if std::env::var("RAYON_NUM_THREADS").is_err() {
         eprintln!(
@@ -701,7 +806,7 @@ fn main() {
     }
     let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
     let dir = tempfile::tempdir().expect("tempdir");
-    // `TRAINRT_BENCH_ONLY=dispatch` or `=end-to-end` runs one table (e.g. under a profiler);
+    // `TRAINRT_BENCH_ONLY=dispatch`, `=end-to-end` or `=checkpoint-writes` runs one table (e.g. under a profiler);
     // `=instructions-<loop>` runs one training loop for callgrind (see `instruction_count_run`).
     let only = std::env::var("TRAINRT_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "dispatch" {
@@ -711,6 +816,10 @@ fn main() {
     if only.is_empty() || only == "end-to-end" {
         println!("\n## End to end\n");
         end_to_end_table(&sandbox, dir.path());
+    }
+    if only.is_empty() || only == "checkpoint-writes" {
+        println!("\n## Checkpoint writes\n");
+        checkpoint_writes_table(dir.path());
     }
     if let Some(which) = only.strip_prefix("instructions-") {
         instruction_count_run(&sandbox, dir.path(), which);
