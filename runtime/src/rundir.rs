@@ -69,8 +69,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
 /// fsync'd once. Every file is old or new after a crash, never torn, as with [`atomic_write`]
 /// file by file; what the group saves is the directory sync per file, a journal commit that is a
 /// good part of what writing a small file durably costs (an epoch's `best` and `last`
-/// checkpoints, say). On error no temp file is left behind; files already
-/// renamed stay, each whole.
+/// checkpoints, say). On error no temp file is left behind; files already renamed stay, each
+/// whole.
 pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<(), RunDirError> {
     // Unique per process and per write, so threads writing the same file never share a temp.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
