@@ -274,6 +274,12 @@ fn run_check_replay_and_export_work_together() {
         d,
         &["cannot read checkpoint", "missing.safetensors"],
     );
+    // Each cause is said once, though the error also carries it as its source.
+    let err = stderr(&trainrt(
+        &["checkpoint", "r/checkpoints/missing.safetensors"],
+        d,
+    ));
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
 
     // Replaying the recorded events gives the same stop decision, at the same epoch.
     let out = trainrt(

@@ -81,8 +81,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
-            // The whole cause chain on one line.
-            eprintln!("trainrt: {error:#}");
+            // The whole cause chain on one line, each cause once (some errors already repeat
+            // their source's text in their own message).
+            eprintln!("trainrt: {}", trainrt::error_chain(&*error));
             ExitCode::from(code)
         }
     }
