@@ -1,4 +1,5 @@
-//! Callback dispatch and end-to-end training cost. Prints markdown tables of medians.
+//! Callback dispatch, end-to-end training cost and checkpoint writes. Prints markdown tables of
+//! medians.
 //!
 //!     cargo bench -p trainrt --bench dispatch
 //!
@@ -806,7 +807,8 @@ fn main() {
     }
     let sandbox = Arc::new(Sandbox::new().expect("sandbox"));
     let dir = tempfile::tempdir().expect("tempdir");
-    // `TRAINRT_BENCH_ONLY=dispatch`, `=end-to-end` or `=checkpoint-writes` runs one table (e.g. under a profiler);
+    // `TRAINRT_BENCH_ONLY=dispatch`, `=end-to-end` or `=checkpoint-writes` runs one table (e.g.
+    // under a profiler);
     // `=instructions-<loop>` runs one training loop for callgrind (see `instruction_count_run`).
     let only = std::env::var("TRAINRT_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "dispatch" {
