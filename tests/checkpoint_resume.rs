@@ -80,6 +80,27 @@ fn checkpoints_hold_callback_state_and_leave_no_temp_files() {
 }
 
 #[test]
+fn one_state_saved_under_two_tags_is_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick_config(3);
+    // A checkpoint every epoch; the last epoch's (`epoch-0002`) holds the state the run ends
+    // with, as `last` does: the tag is the file's name, not part of its bytes, so the writer can
+    // store such a pair once (an epoch's `best` and `last`, say).
+    config.push_callback("model-checkpoint:save_best_only=false");
+    train(config, dir.path());
+    let read = |tag: &str| std::fs::read(dir.path().join(format!("checkpoints/{tag}.safetensors")));
+    let (saved, last) = (read("epoch-0002").unwrap(), read("last").unwrap());
+    assert!(saved == last, "epoch-0002 and last differ");
+    let loaded =
+        trainrt::checkpoint::load(&dir.path().join("checkpoints/epoch-0002.safetensors")).unwrap();
+    assert_eq!((loaded.tag.as_str(), loaded.meta.epoch), ("epoch-0002", 3));
+    assert!(
+        read("epoch-0001").unwrap() != last,
+        "an earlier epoch's state"
+    );
+}
+
+#[test]
 fn a_callback_that_heard_nothing_since_the_last_checkpoint_is_not_asked_for_its_state_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_with_state(4);

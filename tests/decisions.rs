@@ -274,3 +274,46 @@ fn save_and_restore_by_tag() {
         "{records:?}"
     );
 }
+
+#[test]
+fn a_checkpoint_after_a_restore_holds_the_restored_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    // At every epoch end "mark" saves the epoch's weights, then "snap" (the weights at the
+    // epoch's start) is restored, then `last` is saved: of the same epoch and step as "mark",
+    // but not the same weights.
+    let guests = [
+        (
+            "saver",
+            kind::EPOCH_START,
+            "on-epoch-start",
+            Decision::Save("snap"),
+        ),
+        (
+            "marker",
+            kind::EPOCH_END,
+            "on-epoch-end",
+            Decision::Save("mark"),
+        ),
+        (
+            "restorer",
+            kind::EPOCH_END,
+            "on-epoch-end",
+            Decision::Restore("snap"),
+        ),
+    ];
+    let run = dir.path().join("run");
+    let mut config = quick_config(2);
+    for (name, event, func, decision) in guests {
+        let path = deciding_guest(&[event], func, &[decision]).write(dir.path(), name);
+        config.push_callback(path.to_str().unwrap());
+    }
+    train(config, &run);
+    assert_eq!(weights(&run, "last"), weights(&run, "snap"));
+    assert_ne!(weights(&run, "last"), weights(&run, "mark"));
+    let meta = |tag: &str| {
+        let path = run.join(format!("checkpoints/{tag}.safetensors"));
+        let c = trainrt::checkpoint::load(&path).unwrap();
+        (c.meta.epoch, c.meta.step)
+    };
+    assert_eq!(meta("last"), meta("mark"));
+}

@@ -735,10 +735,9 @@ fn checkpoint_writes_table(dir: &std::path::Path) {
             })
             .collect()
     };
-    let encoded = |tag: &str| -> Encoded {
+    let encoded = |tag: &str, seed: f32| -> Encoded {
         let meta = CheckpointMeta {
             format_version: checkpoint::FORMAT_VERSION,
-            tag: tag.into(),
             epoch: 3,
             step: 135,
             lr: 0.01,
@@ -748,24 +747,30 @@ fn checkpoint_writes_table(dir: &std::path::Path) {
             callback_states: Vec::new(),
             extra: serde_json::Value::Null,
         };
-        checkpoint::encode(&ckpt_dir, tag, &meta, &tensors(1.0), &tensors(2.0)).expect("encode")
+        checkpoint::encode(&ckpt_dir, tag, &meta, &tensors(seed), &tensors(seed + 1.0))
+            .expect("encode")
     };
-    let (best, last) = (encoded("best"), encoded("last"));
-    let one_group = [best, last];
-    let setups: [(&str, &dyn Fn()); 3] = [
+    // `best` of another state than `last` (an earlier epoch's weights, say), and of the same.
+    let distinct = [encoded("best", 0.5), encoded("last", 1.0)];
+    let same = [encoded("best", 1.0), encoded("last", 1.0)];
+    let setups: [(&str, &dyn Fn()); 4] = [
         ("`last` alone (one file, one directory sync)", &|| {
-            checkpoint::write_all(&one_group[1..]).expect("write")
+            checkpoint::write_all(&distinct[1..]).expect("write")
         }),
         (
             "`best` then `last`, one at a time (two directory syncs)",
             &|| {
-                checkpoint::write_all(&one_group[..1]).expect("write");
-                checkpoint::write_all(&one_group[1..]).expect("write");
+                checkpoint::write_all(&distinct[..1]).expect("write");
+                checkpoint::write_all(&distinct[1..]).expect("write");
             },
         ),
         (
             "`best` and `last` as one group (one directory sync)",
-            &|| checkpoint::write_all(&one_group).expect("write"),
+            &|| checkpoint::write_all(&distinct).expect("write"),
+        ),
+        (
+            "`best` and `last` of the same state, one group (written once, linked twice)",
+            &|| checkpoint::write_all(&same).expect("write"),
         ),
     ];
     let (rounds, n) = (9, 300);

@@ -4,7 +4,8 @@
 //! Layout of `<dir>/<tag>.safetensors`:
 //! - tensors `model.<param>` (from [`crate::model::Model::tensors`]) and `optim.<state>` (from
 //!   [`crate::optim::Optimizer::state_tensors`]), stored as CPU little-endian data;
-//! - `__metadata__["trainrt"]`: the [`CheckpointMeta`] as JSON;
+//! - `__metadata__["trainrt"]`: the [`CheckpointMeta`] as JSON (not the tag: that is the file's
+//!   name, so one state saved under two tags is the same bytes);
 //! - `__metadata__["trainrt.crc32"]`: a CRC-32 over the metadata JSON and every tensor's name,
 //!   dtype, shape and bytes (in name order), so a flipped bit anywhere is reported as corruption.
 //!
@@ -15,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
@@ -114,6 +116,8 @@ pub enum CheckpointError {
 pub struct LoadedCheckpoint {
     /// The file it came from.
     pub path: PathBuf,
+    /// Its tag: the file's name without `.safetensors`.
+    pub tag: String,
     /// Its metadata.
     pub meta: CheckpointMeta,
     /// Model parameters, without the `model.` prefix (for [`crate::model::Model::load_tensors`]).
@@ -167,15 +171,27 @@ pub fn save(
 }
 
 /// A checkpoint serialized in memory, ready to be written (here or on a [`Writer`] thread).
-#[derive(Debug)]
+/// Cloning shares the bytes.
+#[derive(Debug, Clone)]
 pub struct Encoded {
     /// The checkpoint's tag.
     pub tag: String,
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
 }
 
 impl Encoded {
+    /// The same checkpoint under another tag in the same directory, sharing the bytes: the tag
+    /// is the file's name, not part of its content.
+    pub fn retagged(&self, tag: &str) -> Result<Encoded, CheckpointError> {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        Ok(Encoded {
+            tag: tag.to_string(),
+            path: checkpoint_path(dir, tag)?,
+            bytes: Arc::clone(&self.bytes),
+        })
+    }
+
     /// Writes the checkpoint into its directory (created if missing) and returns its path. The
     /// file is renamed into place atomically, as in [`write_all`].
     pub fn write(self) -> Result<PathBuf, CheckpointError> {
@@ -221,7 +237,6 @@ pub fn encode(
     let path = checkpoint_path(dir, tag)?;
     let meta = CheckpointMeta {
         format_version: FORMAT_VERSION,
-        tag: tag.to_string(),
         ..meta.clone()
     };
     let unencodable = |reason: String| CheckpointError::Encode {
@@ -262,10 +277,7 @@ pub fn encode(
             .iter()
             .map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice(), t.bytes.as_slice())),
     );
-    let metadata = HashMap::from([
-        (METADATA_KEY.to_string(), meta_json),
-        (CHECKSUM_KEY.to_string(), crc),
-    ]);
+    let metadata = header_metadata(meta_json, crc);
     let bytes = safetensors::tensor::serialize(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         Some(metadata),
@@ -274,8 +286,22 @@ pub fn encode(
     Ok(Encoded {
         tag: tag.to_string(),
         path,
-        bytes,
+        bytes: Arc::new(bytes),
     })
+}
+
+/// The header's metadata map, iterating `trainrt` before `trainrt.crc32`. safetensors writes the
+/// map in its iteration order, which each `HashMap` draws at random; fixing it makes one state's
+/// checkpoint the same bytes every time, so equal checkpoints are found equal (and stored once).
+/// Each try draws a new order, so this takes two on average; after 64 the order is left as is,
+/// which only costs that sharing.
+fn header_metadata(meta_json: String, crc: String) -> HashMap<String, String> {
+    let entries = [(METADATA_KEY, meta_json), (CHECKSUM_KEY, crc)];
+    let build = || HashMap::from(entries.clone().map(|(k, v)| (k.to_string(), v)));
+    (0..64)
+        .map(|_| build())
+        .find(|map| map.keys().next().map(String::as_str) == Some(METADATA_KEY))
+        .unwrap_or_else(build)
 }
 
 /// Reads and verifies the checkpoint at `path`.
@@ -351,8 +377,17 @@ pub fn load(path: &Path) -> Result<LoadedCheckpoint, CheckpointError> {
             )));
         }
     }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tag = name
+        .strip_suffix(".safetensors")
+        .unwrap_or(&name)
+        .to_string();
     Ok(LoadedCheckpoint {
         path: path.to_path_buf(),
+        tag,
         meta,
         model: model_tensors,
         optimizer: optim_tensors,
@@ -368,7 +403,6 @@ mod tests {
     fn meta() -> CheckpointMeta {
         CheckpointMeta {
             format_version: 0,
-            tag: "ignored".into(),
             epoch: 3,
             step: 1234,
             lr: 0.05,
@@ -434,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn one_state_encodes_to_the_same_bytes_under_any_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, optim) = tensors();
+        let first = encode(dir.path(), "best", &meta(), &model, &optim).unwrap();
+        // Several encodings, since the metadata map's order would differ about every other time.
+        for tag in ["last", "best", "epoch-3", "last"] {
+            let again = encode(dir.path(), tag, &meta(), &model, &optim).unwrap();
+            assert!(again.bytes == first.bytes, "{tag} differs from best");
+        }
+        let moved = CheckpointMeta {
+            step: 1235,
+            ..meta()
+        };
+        let other = encode(dir.path(), "last", &moved, &model, &optim).unwrap();
+        assert!(other.bytes != first.bytes);
+    }
+
+    #[test]
     fn save_and_load_round_trip_bitwise() {
         let dir = tempfile::tempdir().unwrap();
         let ckpt_dir = dir.path().join("checkpoints");
@@ -443,10 +495,10 @@ mod tests {
         let loaded = load(&path).unwrap();
         let expected = CheckpointMeta {
             format_version: FORMAT_VERSION,
-            tag: "epoch-3".into(),
             ..meta()
         };
         assert_eq!(loaded.meta, expected);
+        assert_eq!(loaded.tag, "epoch-3");
         for (saved, restored) in [(&model, &loaded.model), (&optim, &loaded.optimizer)] {
             assert_eq!(saved.len(), restored.len());
             for (name, t) in saved {

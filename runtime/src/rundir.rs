@@ -69,20 +69,40 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
 /// fsync'd once. Every file is old or new after a crash, never torn, as with [`atomic_write`]
 /// file by file; what the group saves is the directory sync per file, a journal commit that is a
 /// good part of what writing a small file durably costs (an epoch's `best` and `last`
-/// checkpoints, say). On error no temp file is left behind; files already renamed stay, each
-/// whole.
+/// checkpoints, say). A file whose bytes equal an earlier one's in the same directory is not
+/// written again: its temp is a hard link to that file's (falling back to a write where the
+/// filesystem has no hard links), so an epoch's `best` and `last` of the same state cost one
+/// file's data and fsync. Each name is still replaced by its own rename, so later writes to
+/// either leave the other as it was. On error no temp file is left behind; files already renamed
+/// stay, each whole.
 pub fn atomic_write_all(files: &[(&Path, &[u8])]) -> Result<(), RunDirError> {
     // Unique per process and per write, so threads writing the same file never share a temp.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
     let result = (|| {
-        for (path, bytes) in files {
+        for (i, (path, bytes)) in files.iter().enumerate() {
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tmp = parent_dir(path).join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+            let dir = parent_dir(path);
+            let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+            // That file is fsync'd, and the link is made durable by the directory sync. Never
+            // for a path named earlier in the group: renaming a link over a name of the same
+            // file does nothing and would leave the temp behind.
+            let named_before = files[..i].iter().any(|(p, _)| p == path);
+            let equal = |b: &[u8]| std::ptr::eq(b, *bytes) || b == *bytes;
+            let same = files[..i]
+                .iter()
+                .position(|(p, b)| parent_dir(p) == dir && equal(b))
+                .filter(|_| !named_before);
+            if let Some(j) = same
+                && fs::hard_link(&temps[j], &tmp).is_ok()
+            {
+                temps.push(tmp);
+                continue;
+            }
             let mut file =
                 File::create(&tmp).map_err(|e| RunDirError::io("cannot create", &tmp, e))?;
             temps.push(tmp);
@@ -283,12 +303,67 @@ mod tests {
         let err = atomic_write_all(&[(&a, b"weights 2"), (&unwritable, b"x")]).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         assert_eq!(fs::read(&a).unwrap(), b"weights 1");
-        let mut names: Vec<_> = fs::read_dir(dir.path())
+        assert_eq!(
+            sorted_names(dir.path()),
+            ["a.json", "a.safetensors"],
+            "no temp file is left"
+        );
+    }
+
+    fn sorted_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["a.json", "a.safetensors"], "no temp file is left");
+        names
+    }
+
+    #[cfg(unix)]
+    fn inode(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).unwrap();
+        (m.ino(), m.nlink())
+    }
+
+    #[test]
+    fn equal_files_in_a_group_are_written_once_and_stay_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (best, last) = (dir.path().join("best"), dir.path().join("last"));
+        atomic_write_all(&[(&best, b"epoch 3"), (&last, b"epoch 3")]).unwrap();
+        assert_eq!(fs::read(&best).unwrap(), b"epoch 3");
+        assert_eq!(fs::read(&last).unwrap(), b"epoch 3");
+        #[cfg(unix)]
+        {
+            let (b, l) = (inode(&best), inode(&last));
+            assert_eq!(b.0, l.0, "one file, two names");
+            assert_eq!(b.1, 2);
+        }
+        // The next epoch replaces `last` only; `best` keeps its bytes.
+        atomic_write_all(&[(&last, b"epoch 4")]).unwrap();
+        assert_eq!(fs::read(&best).unwrap(), b"epoch 3");
+        assert_eq!(fs::read(&last).unwrap(), b"epoch 4");
+        #[cfg(unix)]
+        assert_eq!(inode(&best).1, 1);
+        assert_eq!(
+            sorted_names(dir.path()),
+            ["best", "last"],
+            "no temp file is left"
+        );
+    }
+
+    #[test]
+    fn a_path_named_twice_in_a_group_ends_with_its_last_bytes_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        // `a` again with the bytes `b` has: a link would be renamed over its own name.
+        atomic_write_all(&[(&a, b"x"), (&b, b"y"), (&a, b"y")]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"y");
+        assert_eq!(fs::read(&b).unwrap(), b"y");
+        atomic_write_all(&[(&a, b"z"), (&b, b"z"), (&b, b"z")]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"z");
+        assert_eq!(fs::read(&b).unwrap(), b"z");
+        assert_eq!(sorted_names(dir.path()), ["a", "b"], "no temp file is left");
     }
 
     #[test]

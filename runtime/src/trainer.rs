@@ -191,6 +191,14 @@ struct Run {
     resumed_states: Vec<(String, Vec<u8>)>,
     /// Writes checkpoints while training goes on; its failures are fatal at the next fixed point.
     writer: crate::checkpoint::Writer,
+    /// The latest checkpoint serialized, with its metadata, while the tensors it holds are
+    /// still the model's and the optimizer's: a save of the same state under another tag (an
+    /// epoch's `best`, then its `last`) reuses the bytes. Cleared wherever those tensors change
+    /// (a training step, a restore).
+    latest_encoding: Option<(
+        crate::checkpoint::CheckpointMeta,
+        crate::checkpoint::Encoded,
+    )>,
 }
 
 /// Running totals of one epoch.
@@ -332,6 +340,7 @@ impl Run {
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let grads = loss.backward()?;
             let lr = self.optimizer.lr();
+            self.latest_encoding = None;
             let grad_norm = self.optimizer.step(&grads)?;
             self.step += 1;
             let loss_value = f64::from(loss.to_scalar::<f32>()?);

@@ -47,12 +47,14 @@ mod hex_bytes {
 
 /// What a checkpoint records besides tensors. Resume at epoch `epoch`, skipping its first
 /// `step - epoch * steps_per_epoch` batches.
+///
+/// The checkpoint's tag is not here: it is the file's name (`<tag>.safetensors`), so the same
+/// state saved under two tags in one epoch (`best` and `last`) is the same bytes, which the
+/// writer stores once. Files that still carry a `tag` field load as before; it is ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Format of the file; [`save`] always writes [`FORMAT_VERSION`].
     pub format_version: u32,
-    /// The checkpoint's tag; [`save`] writes its `tag` argument here.
-    pub tag: String,
     /// Epochs completed, which is also the 0-based index of the epoch in progress.
     pub epoch: u32,
     /// Optimizer steps completed since the start of the run.

@@ -153,7 +153,6 @@ mod tests {
     fn checkpoint(dir: &std::path::Path, tag: &str, value: f32) -> Encoded {
         let meta = CheckpointMeta {
             format_version: crate::checkpoint::FORMAT_VERSION,
-            tag: tag.into(),
             epoch: 1,
             step: 2,
             lr: 0.1,
@@ -193,9 +192,33 @@ mod tests {
         w.wait().unwrap();
         for (tag, value) in [("best", 1.0), ("last", 2.0)] {
             let c = load(&dir.path().join(format!("{tag}.safetensors"))).unwrap();
-            assert_eq!(c.meta.tag, tag);
+            assert_eq!(c.tag, tag);
             assert_eq!(c.model["w"].to_vec1::<f32>().unwrap(), vec![value; 4]);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn one_state_staged_under_two_tags_is_one_file_with_two_names() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new().unwrap();
+        w.stage(checkpoint(dir.path(), "best", 1.0));
+        w.stage(checkpoint(dir.path(), "last", 1.0));
+        w.commit().unwrap();
+        w.wait().unwrap();
+        let inode = |tag: &str| {
+            let path = dir.path().join(format!("{tag}.safetensors"));
+            assert_eq!(load(&path).unwrap().tag, tag, "the tag is the file's name");
+            std::fs::metadata(path).unwrap().ino()
+        };
+        assert_eq!(inode("best"), inode("last"));
+        // Another state for `last` leaves `best` as it was.
+        w.submit(checkpoint(dir.path(), "last", 2.0)).unwrap();
+        w.wait().unwrap();
+        assert_ne!(inode("best"), inode("last"));
+        let best = load(&dir.path().join("best.safetensors")).unwrap();
+        assert_eq!(best.model["w"].to_vec1::<f32>().unwrap(), vec![1.0; 4]);
     }
 
     #[test]

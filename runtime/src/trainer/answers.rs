@@ -115,6 +115,8 @@ impl Run {
         if let Some(restore) = set.restore.take() {
             // The checkpoint to restore may still be on its way to disk.
             self.writer.wait()?;
+            // Even a failed load may have replaced some of the weights.
+            self.latest_encoding = None;
             let path = self
                 .run_dir
                 .join("checkpoints")
@@ -170,7 +172,6 @@ impl Run {
         let states = self.host.snapshot_all(self.epoch, self.step);
         let meta = CheckpointMeta {
             format_version: checkpoint::FORMAT_VERSION,
-            tag: tag.to_string(),
             epoch: self.epochs_done,
             step: self.step,
             lr: self.optimizer.lr(),
@@ -183,15 +184,19 @@ impl Run {
                 .collect(),
             extra: json!({ "run": self.config.name }),
         };
-        // Serialized here, where the tensors are; written and fsync'd on the writer thread when
-        // the caller commits.
-        let encoded = checkpoint::encode(
-            &self.run_dir.join("checkpoints"),
-            tag,
-            &meta,
-            &self.model.tensors(),
-            &self.optimizer.state_tensors(),
-        )?;
+        // Serialized here, where the tensors are, unless the same state was just serialized
+        // under another tag; written and fsync'd on the writer thread when the caller commits.
+        let encoded = match &self.latest_encoding {
+            Some((same, encoded)) if *same == meta => encoded.retagged(tag)?,
+            _ => checkpoint::encode(
+                &self.run_dir.join("checkpoints"),
+                tag,
+                &meta,
+                &self.model.tensors(),
+                &self.optimizer.state_tensors(),
+            )?,
+        };
+        self.latest_encoding = Some((meta, encoded.clone()));
         self.writer.stage(encoded);
         self.known_tags.insert(tag.to_string());
         if announce {

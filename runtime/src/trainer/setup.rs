@@ -132,6 +132,7 @@ impl Run {
             last_metrics: Value::Null,
             resumed_states,
             writer: checkpoint::Writer::new()?,
+            latest_encoding: None,
         })
     }
 }

@@ -46,7 +46,7 @@ impl CheckpointArgs {
                 "path": path,
                 "verified": true,
                 "format_version": meta.format_version,
-                "tag": meta.tag,
+                "tag": loaded.tag,
                 "epoch": meta.epoch,
                 "step": meta.step,
                 "lr": meta.lr,
@@ -63,7 +63,7 @@ impl CheckpointArgs {
         println!(
             "{}: checkpoint `{}`, checksum verified (format {})",
             path.display(),
-            meta.tag,
+            loaded.tag,
             meta.format_version
         );
         println!(
