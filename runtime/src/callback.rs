@@ -453,6 +453,12 @@ impl CallbackInstance {
         self.store.data_mut().take_logs()
     }
 
+    /// Removes and yields the lines the callback logged since the last call, keeping the
+    /// buffer for the next ones.
+    pub fn drain_logs(&mut self) -> impl Iterator<Item = LogLine> + '_ {
+        self.store.data_mut().drain_logs()
+    }
+
     /// Output bytes dropped for exceeding the log budgets.
     pub fn dropped_log_bytes(&self) -> u64 {
         self.store.data().dropped_log_bytes()

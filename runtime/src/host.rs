@@ -330,6 +330,12 @@ impl CallbackHost {
         std::mem::take(&mut self.logs)
     }
 
+    /// Removes and yields the log lines collected so far, as [`CallbackHost::take_logs`] does,
+    /// but keeps the buffer: the trainer drains it after every event.
+    pub fn drain_logs(&mut self) -> std::vec::Drain<'_, (Arc<str>, LogLine)> {
+        self.logs.drain(..)
+    }
+
     /// The fault of a critical (`abort`) callback, if one happened: training must end.
     pub fn abort_requested(&self) -> Option<&FaultRecord> {
         self.abort.as_ref()
@@ -445,9 +451,7 @@ fn restart(sandbox: &Sandbox, slot: &mut Slot, run_info: Option<&RunInfo>) -> Re
 
 fn collect_logs(slot: &mut Slot, logs: &mut Vec<(Arc<str>, LogLine)>) {
     if let Some(instance) = slot.instance.as_mut() {
-        for line in instance.take_logs() {
-            logs.push((slot.name.clone(), line));
-        }
+        logs.extend(instance.drain_logs().map(|line| (slot.name.clone(), line)));
     }
 }
 

@@ -271,9 +271,21 @@ impl GuestState {
 
     /// Takes the lines logged since the last call, including new stdout/stderr output.
     pub(crate) fn take_logs(&mut self) -> Vec<LogLine> {
-        if !self.capture_stdio {
-            return std::mem::take(&mut self.logs);
+        self.drain_logs().collect()
+    }
+
+    /// Removes and yields the lines logged since the last call, including new stdout/stderr
+    /// output; the buffer keeps its capacity, so a callback that logs every call does not make
+    /// the host allocate a new one each time.
+    pub(crate) fn drain_logs(&mut self) -> std::vec::Drain<'_, LogLine> {
+        if self.capture_stdio {
+            self.collect_stdio();
         }
+        self.logs.drain(..)
+    }
+
+    /// Turns the captured stdout/stderr output into log lines.
+    fn collect_stdio(&mut self) {
         for (pipe, level) in [
             (self.stdout.clone(), Level::Info),
             (self.stderr.clone(), Level::Warn),
@@ -290,7 +302,6 @@ impl GuestState {
                 self.push_log(level, line.to_string());
             }
         }
-        std::mem::take(&mut self.logs)
     }
 
     /// Bytes of output dropped because a budget ran out.
@@ -345,10 +356,19 @@ pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
 
 /// Whether [`printable`] would return `text` unchanged.
 fn is_printable_within(text: &str, max_bytes: usize) -> bool {
-    // Printable ASCII, the usual log line, is checked a byte at a time (vectorized); anything
-    // else is decoded to find control characters, C1 controls (U+0080..U+009F) included.
+    // Printable ASCII, the usual log line, is checked by bytes; anything else is decoded to find
+    // control characters, C1 controls (U+0080..U+009F) included.
     text.len() <= max_bytes
-        && (text.bytes().all(|b| (0x20..0x7f).contains(&b)) || !text.chars().any(char::is_control))
+        && (is_printable_ascii(text.as_bytes()) || !text.chars().any(char::is_control))
+}
+
+/// Whether every byte is printable ASCII (0x20..=0x7E). Each 32-byte chunk is checked without an
+/// early exit, which the compiler turns into a few vector compares instead of a branch per byte.
+fn is_printable_ascii(bytes: &[u8]) -> bool {
+    let printable = |b: u8| b.wrapping_sub(0x20) < 0x5f;
+    let mut chunks = bytes.chunks_exact(32);
+    chunks.all(|chunk| chunk.iter().fold(true, |ok, &b| ok & printable(b)))
+        && chunks.remainder().iter().all(|&b| printable(b))
 }
 
 impl HostImports for GuestState {
@@ -569,6 +589,23 @@ mod tests {
         assert_eq!(printable("a\u{7f}b\u{85}c", 100), "a\\u{7f}b\\u{85}c");
         // An escape that does not fit is cut whole, never split.
         assert_eq!(printable("abcdefgh\n", 9), "abcdefgh…");
+    }
+
+    #[test]
+    fn the_ascii_check_finds_any_unprintable_byte_at_any_position() {
+        for len in [0, 1, 31, 32, 33, 64, 95] {
+            let line = vec![b'a'; len];
+            assert!(is_printable_ascii(&line), "{len}");
+            for at in 0..len {
+                for bad in [0x00, b'\n', 0x1f, 0x7f, 0x80, 0xff] {
+                    let mut with = line.clone();
+                    with[at] = bad;
+                    assert!(!is_printable_ascii(&with), "{bad:#x} at {at} of {len}");
+                }
+            }
+        }
+        let all: Vec<u8> = (0x20..=0x7e).collect();
+        assert!(is_printable_ascii(&all));
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Run {
 
     /// Forwards callback logs and faults; faults are also delivered as `fault` events.
     pub(super) fn after_dispatch(&mut self, observer: &mut dyn Observer) -> Result<(), TrainError> {
-        for (callback, line) in self.host.take_logs() {
+        for (callback, line) in self.host.drain_logs() {
             observer.callback_log(&callback, &line);
             self.files.log.append(
                 &json!({"callback": &*callback, "level": line.level_name(), "message": line.message}),
