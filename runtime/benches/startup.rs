@@ -92,6 +92,22 @@ fn startup_table(cache_dir: &Path) {
     );
 }
 
+/// Compiles each bundled callback from its bytes once, with no cache and no precompiled
+/// artifact: a steady figure for callgrind, whose instruction counts do not depend on the
+/// machine's load. Count the whole process: Cranelift compiles on rayon's threads, outside any
+/// function of this one's that `--toggle-collect` could name.
+fn compile_each() {
+    let uncached = Sandbox::with_cache(ComponentCache::at(None).with_builtin(false)).expect("sb");
+    for name in bundled::names() {
+        let started = Instant::now();
+        CompiledCallback::new(&uncached, name, bytes(name)).expect("compiles");
+        println!(
+            "{name}: compiled in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
 /// Resident set size of this process, in bytes.
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -263,13 +279,17 @@ fn main() {
     if std::env::var("RAYON_NUM_THREADS").is_err() {
         eprintln!("note: RAYON_NUM_THREADS is unset; candle is much slower so");
     }
-    // TRAINRT_BENCH_ONLY=start-up|memory|hostile|languages runs one table.
+    // TRAINRT_BENCH_ONLY=start-up|memory|hostile|languages runs one table; =compile only
+    // compiles the bundled callbacks once each (for callgrind).
     let only = std::env::var("TRAINRT_BENCH_ONLY").ok();
     let wanted = |table: &str| only.as_deref().is_none_or(|o| o == table);
     let dir = tempfile::tempdir().expect("tempdir");
     if wanted("start-up") {
         println!("## Start-up\n");
         startup_table(&dir.path().join("cache"));
+    }
+    if only.as_deref() == Some("compile") {
+        compile_each();
     }
     if wanted("memory") {
         println!("\n## Memory\n");

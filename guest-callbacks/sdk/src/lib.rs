@@ -44,6 +44,7 @@ mod decisions;
 pub mod log;
 mod metrics;
 pub mod monitor;
+mod sci;
 pub mod state;
 mod subscriptions;
 pub mod testing;

@@ -69,15 +69,19 @@ pub fn format_metric(v: f64) -> String {
 /// Values in the usual range and zero take a fast path: the same text as `format!("{v:.4}")`,
 /// digit for digit (rounded to nearest, ties to even, from the exact binary value), computed with
 /// 64-bit integer arithmetic. `core`'s general float formatter costs ~1.5 µs per value in a
-/// fuel-metered wasm guest, most of a logger's epoch-end call.
+/// fuel-metered wasm guest, most of a logger's epoch-end call. The others print what
+/// `format!("{v:.3e}")` prints (`NaN` and `inf` as `{v:.4}` does) without `core`'s formatter
+/// either, so a callback that prints metrics does not carry its code.
 pub fn push_metric(out: &mut String, v: f64) {
     let magnitude = v.abs();
     if (1e-3..1e6).contains(&magnitude) || v == 0.0 {
         push_fixed4(out, v);
-    } else if !v.is_finite() {
-        out.push_str(&format!("{v:.4}"));
+    } else if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v < 0.0 { "-inf" } else { "inf" });
     } else {
-        out.push_str(&format!("{v:.3e}"));
+        crate::sci::push_sci3(out, v);
     }
 }
 
@@ -129,20 +133,20 @@ pub fn push_uint(out: &mut String, n: u64) {
 
 /// ASCII text written backwards, right to left, into a fixed buffer. Only ASCII is ever
 /// written (`push` checks), which lets `append_to` copy it without UTF-8 validation.
-struct Digits {
+pub(crate) struct Digits {
     buf: [u8; 24],
     start: usize,
 }
 
 impl Digits {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buf: [0; 24],
             start: 24,
         }
     }
 
-    fn push(&mut self, b: u8) {
+    pub(crate) fn push(&mut self, b: u8) {
         assert!(b.is_ascii());
         self.start -= 1;
         self.buf[self.start] = b;
@@ -150,7 +154,7 @@ impl Digits {
 
     /// `n` in decimal, zero-padded to `width` digits. In 32 bits: wasm divides a u64 by 10
     /// with a real division, a u32 with a multiply.
-    fn uint(&mut self, mut n: u32, width: usize) {
+    pub(crate) fn uint(&mut self, mut n: u32, width: usize) {
         let end = self.start;
         while n > 0 || end - self.start < width {
             self.push(b'0' + (n % 10) as u8);
@@ -174,7 +178,7 @@ impl Digits {
     /// Appends the text. Copied as bytes: validating or pushing it char by char was a tenth of
     /// a logger's epoch-end in the guest.
     #[allow(unsafe_code)]
-    fn append_to(&self, out: &mut String) {
+    pub(crate) fn append_to(&self, out: &mut String) {
         // SAFETY: `push` is the only writer and admits ASCII only, and ASCII bytes are valid
         // UTF-8 on their own, so `out` stays valid UTF-8.
         unsafe { out.as_mut_vec() }.extend_from_slice(&self.buf[self.start..]);
@@ -276,5 +280,7 @@ mod tests {
         assert_eq!(format_metric(-2.5e7), "-2.500e7");
         assert_eq!(format_metric(f64::NAN), "NaN");
         assert_eq!(format_metric(f64::INFINITY), "inf");
+        assert_eq!(format_metric(f64::NEG_INFINITY), "-inf");
+        assert_eq!(format_metric(-f64::NAN), format!("{:.4}", -f64::NAN));
     }
 }
