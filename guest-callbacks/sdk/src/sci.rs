@@ -139,7 +139,7 @@ pub(crate) fn push_sci3(out: &mut String, v: f64) {
     // floor(log10 |v|) is within one of floor(floor(log2 |v|) * log10(2)); the loops below
     // settle it exactly.
     let log2 = e + 63 - m.leading_zeros() as i32;
-    let mut k = (i64::from(log2) * 78_913 >> 18) as i32;
+    let mut k = ((i64::from(log2) * 78_913) >> 18) as i32;
 
     // N / D = |v| * 10^(3 - k).
     let (mut n, mut d) = (Big::from_u64(m), Big::from_u64(1));
