@@ -85,18 +85,23 @@ pub fn push_metric(out: &mut String, v: f64) {
     }
 }
 
+/// `(m, e)` with `|v| = m * 2^e` exactly, `m < 2^53`, for a finite `v`.
+pub(crate) fn decompose(v: f64) -> (u64, i32) {
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    if biased == 0 {
+        (fraction, -1074) // zero and subnormals
+    } else {
+        (fraction | (1 << 52), biased - 1075)
+    }
+}
+
 /// `format!("{v:.4}")` for a finite `v` with `|v| < 2^48`, in 64-bit integer arithmetic only
 /// (wasm has no 128-bit multiply or divide; those are slow library calls there).
 fn push_fixed4(out: &mut String, v: f64) {
     let bits = v.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1 << 52) - 1);
-    // v = mantissa * 2^exponent, exactly.
-    let (mantissa, exponent) = if biased == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), biased - 1075)
-    };
+    let (mantissa, exponent) = decompose(v);
     // v * 10^4 = mantissa * 625 * 2^(exponent + 4), and mantissa * 625 < 2^53 * 2^10 fits a
     // u64. Below 2^48 the power of two is a right shift: round to nearest, ties to even.
     let scaled = mantissa * 625;

@@ -8,7 +8,7 @@
 //! the remainder to nearest, ties to even. It is a slow path (tens of big-integer operations per
 //! value); the usual range of metrics never reaches it.
 
-use crate::metrics::Digits;
+use crate::metrics::{Digits, decompose};
 use std::cmp::Ordering;
 
 /// 40 x 32 bits = 1280 bits. The largest number formed is the smallest subnormal's numerator,
@@ -127,15 +127,7 @@ impl Big {
 #[inline(never)]
 pub(crate) fn push_sci3(out: &mut String, v: f64) {
     debug_assert!(v.is_finite() && v != 0.0);
-    let bits = v.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1 << 52) - 1);
-    // |v| = m * 2^e, exactly.
-    let (m, e) = if biased == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), biased - 1075)
-    };
+    let (m, e) = decompose(v);
     // floor(log10 |v|) is within one of floor(floor(log2 |v|) * log10(2)); the loops below
     // settle it exactly.
     let log2 = e + 63 - m.leading_zeros() as i32;
@@ -208,7 +200,7 @@ pub(crate) fn push_sci3(out: &mut String, v: f64) {
     buf.uint(digits % 1000, 3);
     buf.push(b'.');
     buf.uint(digits / 1000, 1);
-    if bits >> 63 == 1 {
+    if v.is_sign_negative() {
         buf.push(b'-');
     }
     buf.append_to(out);
