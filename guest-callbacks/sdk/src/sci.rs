@@ -1,9 +1,9 @@
 //! `format!("{v:.3e}")` for finite, non-zero `v`, exactly, without `core`'s float formatter.
 //!
-//! `core` formats floats with Grisu and a Dragon4 fallback: about 25 KiB of wasm code, compiled
+//! `core` formats floats with Grisu and a Dragon4 fallback: about 20 KiB of wasm code, compiled
 //! by Cranelift for every callback that prints a number in scientific notation, although it only
 //! ever prints four significant digits of a learning rate or an unusually large metric. This is
-//! the textbook exact method instead, at a tenth of the size: write `|v| * 10^(3 - k)` as a
+//! the textbook exact method instead, at under a fifth of the size: write `|v| * 10^(3 - k)` as a
 //! fraction `N / D` of big integers, adjust `k` until `1000 <= N / D < 10000`, divide, and round
 //! the remainder to nearest, ties to even. It is a slow path (tens of big-integer operations per
 //! value); the usual range of metrics never reaches it.
@@ -11,9 +11,9 @@
 use crate::metrics::{Digits, decompose};
 use std::cmp::Ordering;
 
-/// 40 x 32 bits = 1280 bits. The largest number formed is the smallest subnormal's numerator,
-/// `m * 10^327` with `m < 2^53`, or a denominator `2^1074 * 10^4` shifted left by 13: under
-/// 1,200 bits either way.
+/// 40 x 32 bits = 1280 bits. The largest numbers formed stay under 1,100 bits: a numerator
+/// `m * 10^(3 - k)` for the smallest magnitudes (`m * 2^e >= 2^-1074`, so at most about
+/// `2^1074 * 10^4`, doubled once to round), or a denominator `2^1074 * 10^4`.
 const LIMBS: usize = 40;
 
 /// An unsigned big integer, little-endian 32-bit limbs; `limbs[len..]` are zero. Its operations
