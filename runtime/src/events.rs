@@ -349,6 +349,10 @@ impl Subscriptions {
         if !self.wants_kind(kind) {
             return false;
         }
+        // Every step is the common case: no division on the per-batch path for it.
+        if self.batch_every == 1 {
+            return true;
+        }
         match event {
             // batch-start carries the steps taken before the batch, batch-end counts the batch:
             // both use the number of the batch's own step (1-based) so they pair up.

@@ -548,11 +548,20 @@ impl EpochTicker {
         Self { stop, thread }
     }
 
+    /// Runs before every guest call, so it stays in `u64` arithmetic with a constant divisor (a
+    /// multiply) rather than dividing `Duration::as_nanos()`'s `u128` (a library division).
     fn ticks_for(&self, timeout: Duration) -> u64 {
+        const TICK_NANOS: u32 = EPOCH_TICK.subsec_nanos();
+        const TICKS_PER_SECOND: u64 = 1_000_000_000 / TICK_NANOS as u64;
+        const _: () = assert!(EPOCH_TICK.as_secs() == 0 && 1_000_000_000 % TICK_NANOS == 0);
+        let ticks = timeout
+            .as_secs()
+            .saturating_mul(TICKS_PER_SECOND)
+            .saturating_add(u64::from(timeout.subsec_nanos().div_ceil(TICK_NANOS)))
+            .min(u64::MAX / 2);
         // +1: the current tick may be about to end, so one tick of slack keeps the deadline a
         // lower bound rather than cutting honest calls short.
-        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
+        ticks.max(1) + 1
     }
 }
 
@@ -639,5 +648,24 @@ mod tests {
         };
         assert_eq!(t.ticks_for(Duration::from_millis(100)), 51);
         assert_eq!(t.ticks_for(Duration::from_micros(1)), 2);
+        assert_eq!(t.ticks_for(Duration::ZERO), 2);
+        assert_eq!(t.ticks_for(Duration::MAX), u64::MAX / 2 + 1);
+        // The same as dividing the whole duration in nanoseconds, rounding up.
+        for nanos in [
+            1,
+            1_999_999,
+            2_000_000,
+            2_000_001,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+        ]
+        .into_iter()
+        .chain((0..2_000).map(|i| i * 7_919_113_u64))
+        {
+            let d = Duration::from_nanos(nanos);
+            let expected = u64::try_from(d.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).unwrap_or(0);
+            assert_eq!(t.ticks_for(d), expected.max(1) + 1, "{d:?}");
+        }
     }
 }
