@@ -5,7 +5,6 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use wasmtime::Store;
@@ -15,7 +14,9 @@ use crate::bundled;
 use crate::clock;
 use crate::contract::{CallbackWorld, CallbackWorldPre, ConfigEntry, Decision};
 use crate::events::{Event, Subscriptions};
-use crate::sandbox::{FaultKind, GuestState, Limits, LogLine, Sandbox, SandboxError, classify};
+use crate::sandbox::{
+    Deadline, FaultKind, GuestState, Limits, LogLine, Sandbox, SandboxError, classify,
+};
 
 /// Errors loading or starting a callback. These are the user's to fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +275,9 @@ pub struct CallbackInstance {
     compiled: Arc<CompiledCallback>,
     config: Vec<ConfigEntry>,
     limits: Limits,
+    /// `limits.call_timeout` and `limits.init_timeout` in epoch ticks.
+    call_deadline: Deadline,
+    init_deadline: Deadline,
     store: Store<GuestState>,
     bindings: CallbackWorld,
     subscriptions: Subscriptions,
@@ -304,7 +308,8 @@ impl CallbackInstance {
         };
         let mut store = sandbox.new_store(limits);
         store.data_mut().capture_stdio = compiled.uses_stdio;
-        sandbox.arm(&mut store, limits.init_timeout, limits.fuel_per_call);
+        let init_deadline = sandbox.deadline(limits.init_timeout);
+        sandbox.arm(&mut store, init_deadline, limits.fuel_per_call);
         let bindings = guard(|| compiled.pre.instantiate(&mut store))
             .map_err(|f| start_fault("instantiation", f))?;
         let config: Vec<ConfigEntry> = params
@@ -318,6 +323,8 @@ impl CallbackInstance {
             compiled: compiled.clone(),
             config,
             limits: limits.clone(),
+            call_deadline: sandbox.deadline(limits.call_timeout),
+            init_deadline,
             store,
             bindings,
             subscriptions: Subscriptions::default(),
@@ -326,9 +333,8 @@ impl CallbackInstance {
             unchanged_snapshot: None,
         };
         let config = this.config.clone();
-        let timeout = this.limits.init_timeout;
         let registration = this
-            .call(sandbox, timeout, |b, s| {
+            .call(sandbox, init_deadline, |b, s| {
                 b.trainrt_callbacks_callback().call_init(s, &config)
             })
             .map_err(|f| start_fault("init", f))?;
@@ -378,8 +384,7 @@ impl CallbackInstance {
     /// Delivers one event (the caller has checked the subscription) and returns its decisions.
     /// After an `Err`, the instance's store is poisoned: drop it.
     pub fn deliver(&mut self, sandbox: &Sandbox, event: &Event) -> Result<Vec<Decision>, Fault> {
-        let timeout = self.limits.call_timeout;
-        let decisions = self.call(sandbox, timeout, |b, s| {
+        let decisions = self.call(sandbox, self.call_deadline, |b, s| {
             let g = b.trainrt_callbacks_callback();
             match event {
                 Event::TrainStart(i) => g.call_on_train_start(s, i),
@@ -413,8 +418,7 @@ impl CallbackInstance {
         if let Some(state) = &self.unchanged_snapshot {
             return Ok(state.clone());
         }
-        let timeout = self.limits.call_timeout;
-        let state = self.call(sandbox, timeout, |b, s| {
+        let state = self.call(sandbox, self.call_deadline, |b, s| {
             b.trainrt_callbacks_callback().call_snapshot_state(s)
         })?;
         if state.len() > self.limits.max_state_bytes {
@@ -433,8 +437,7 @@ impl CallbackInstance {
 
     /// Restores a state snapshot taken earlier (on resume, or after a restart).
     pub fn restore(&mut self, sandbox: &Sandbox, state: &[u8]) -> Result<(), Fault> {
-        let timeout = self.limits.init_timeout;
-        match self.call(sandbox, timeout, |b, s| {
+        match self.call(sandbox, self.init_deadline, |b, s| {
             b.trainrt_callbacks_callback().call_restore_state(s, state)
         })? {
             Ok(()) => Ok(()),
@@ -468,14 +471,14 @@ impl CallbackInstance {
     fn call<R>(
         &mut self,
         sandbox: &Sandbox,
-        timeout: Duration,
+        deadline: Deadline,
         f: impl FnOnce(&CallbackWorld, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let fuel = self.limits.fuel_per_call;
         // Whatever this call is, the guest may change its state in it.
         self.unchanged_snapshot = None;
         self.store.data_mut().begin_call(&self.limits);
-        sandbox.arm(&mut self.store, timeout, fuel);
+        sandbox.arm(&mut self.store, deadline, fuel);
         let started = clock::now();
         let (bindings, store) = (&self.bindings, &mut self.store);
         let result = guard(|| f(bindings, store));

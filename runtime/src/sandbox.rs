@@ -30,6 +30,10 @@ use crate::contract::{CallbackWorld, HostImports, Level};
 /// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
+/// A call deadline in epoch ticks, from [`Sandbox::deadline`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(u64);
+
 /// Resource limits for one callback. Callers speak in durations and byte sizes; the sandbox turns
 /// them into epoch ticks and fuel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -517,9 +521,15 @@ impl Sandbox {
         store
     }
 
+    /// `timeout` as a call deadline, in epoch ticks. Converted once per callback instance rather
+    /// than before every call.
+    pub(crate) fn deadline(&self, timeout: Duration) -> Deadline {
+        Deadline(self.ticker.ticks_for(timeout))
+    }
+
     /// Arms the deadline and the fuel budget for the next call.
-    pub(crate) fn arm(&self, store: &mut Store<GuestState>, timeout: Duration, fuel: u64) {
-        store.set_epoch_deadline(self.ticker.ticks_for(timeout));
+    pub(crate) fn arm(&self, store: &mut Store<GuestState>, deadline: Deadline, fuel: u64) {
+        store.set_epoch_deadline(deadline.0);
         // set_fuel only fails when fuel is disabled, which `new` never does.
         let _ = store.set_fuel(fuel);
     }
@@ -548,20 +558,11 @@ impl EpochTicker {
         Self { stop, thread }
     }
 
-    /// Runs before every guest call, so it stays in `u64` arithmetic with a constant divisor (a
-    /// multiply) rather than dividing `Duration::as_nanos()`'s `u128` (a library division).
     fn ticks_for(&self, timeout: Duration) -> u64 {
-        const TICK_NANOS: u32 = EPOCH_TICK.subsec_nanos();
-        const TICKS_PER_SECOND: u64 = 1_000_000_000 / TICK_NANOS as u64;
-        const _: () = assert!(EPOCH_TICK.as_secs() == 0 && 1_000_000_000 % TICK_NANOS == 0);
-        let ticks = timeout
-            .as_secs()
-            .saturating_mul(TICKS_PER_SECOND)
-            .saturating_add(u64::from(timeout.subsec_nanos().div_ceil(TICK_NANOS)))
-            .min(u64::MAX / 2);
         // +1: the current tick may be about to end, so one tick of slack keeps the deadline a
         // lower bound rather than cutting honest calls short.
-        ticks.max(1) + 1
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
     }
 }
 
@@ -648,24 +649,8 @@ mod tests {
         };
         assert_eq!(t.ticks_for(Duration::from_millis(100)), 51);
         assert_eq!(t.ticks_for(Duration::from_micros(1)), 2);
+        assert_eq!(t.ticks_for(Duration::from_millis(2)), 2);
         assert_eq!(t.ticks_for(Duration::ZERO), 2);
         assert_eq!(t.ticks_for(Duration::MAX), u64::MAX / 2 + 1);
-        // The same as dividing the whole duration in nanoseconds, rounding up.
-        for nanos in [
-            1,
-            1_999_999,
-            2_000_000,
-            2_000_001,
-            999_999_999,
-            1_000_000_000,
-            1_000_000_001,
-        ]
-        .into_iter()
-        .chain((0..2_000).map(|i| i * 7_919_113_u64))
-        {
-            let d = Duration::from_nanos(nanos);
-            let expected = u64::try_from(d.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).unwrap_or(0);
-            assert_eq!(t.ticks_for(d), expected.max(1) + 1, "{d:?}");
-        }
     }
 }
