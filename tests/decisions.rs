@@ -5,9 +5,13 @@
 mod common;
 
 use common::{
-    Decision, deciding_guest, jsonl, kind, quick_config, sandbox, summary, train, weights,
+    Decision, deciding_guest, jsonl, kind, quick_config, sandbox, summary, train, wasip2_guest,
+    weights,
 };
-use trainrt::contract::{Decision as WitDecision, EpochMetrics, RunInfo};
+use trainrt::contract::{
+    BatchInfo, BatchMetrics, Decision as WitDecision, EpochInfo, EpochMetrics, Metric, RunInfo,
+    ValidationMetrics,
+};
 use trainrt::events::Event;
 use trainrt::host::{CallbackHost, CallbackOptions};
 
@@ -59,6 +63,102 @@ fn replay_val_loss(spec: &str, val_losses: &[f64]) -> Vec<(u32, WitDecision)> {
     }
     assert!(host.take_faults().is_empty());
     out
+}
+
+/// The decisions `tests/fixtures/deciding-guest` returns for one labelled event (its
+/// `every_decision`, as the host's types).
+fn every_decision(label: &str, n: u32) -> Vec<WitDecision> {
+    vec![
+        WitDecision::StopTraining(format!("stop after {label}")),
+        WitDecision::EndEpoch,
+        WitDecision::SaveCheckpoint(format!("tag-{label}")),
+        WitDecision::SetLearningRate(0.5 / f64::from(n + 1)),
+        WitDecision::RestoreCheckpoint(format!("restore-{label}")),
+        WitDecision::ValidateNow,
+        WitDecision::LogMetric(Metric {
+            name: format!("metric_{label}").replace('-', "_"),
+            value: -f64::from(n) - 0.25,
+        }),
+    ]
+}
+
+/// A Rust callback built on the guest SDK returns every kind of decision, intact, from each
+/// event the SDK exports by hand (lowered into reused buffers, no post-return); a call that
+/// decides nothing after one that decided seven returns nothing, and each call's strings are its
+/// own.
+#[test]
+fn an_sdk_callbacks_decisions_reach_the_host_intact_from_every_hand_exported_event() {
+    let wasm = wasip2_guest("deciding-guest");
+    let mut options = CallbackOptions::new(wasm.display().to_string().parse().unwrap());
+    options.inert_wasi = true;
+    let mut host = CallbackHost::start(sandbox(), &[options]).unwrap();
+    host.dispatch(&Event::TrainStart(run_info()));
+    let events = |round: u32| {
+        let (epoch, step) = (round, 45 * u64::from(round));
+        [
+            (
+                "epoch-start",
+                Event::EpochStart(EpochInfo {
+                    epoch,
+                    step,
+                    lr: 0.1,
+                }),
+            ),
+            (
+                "batch-start",
+                Event::BatchStart(BatchInfo {
+                    epoch,
+                    batch: 0,
+                    step,
+                }),
+            ),
+            (
+                "batch-end",
+                Event::BatchEnd(BatchMetrics {
+                    epoch,
+                    batch: 0,
+                    step,
+                    loss: 0.5,
+                    accuracy: 0.75,
+                    lr: 0.1,
+                    grad_norm: 2.0,
+                }),
+            ),
+            (
+                "validation-end",
+                Event::ValidationEnd(ValidationMetrics {
+                    epoch,
+                    step,
+                    val_loss: 0.4,
+                    val_accuracy: 0.8,
+                }),
+            ),
+            (
+                "epoch-end",
+                Event::EpochEnd(EpochMetrics {
+                    epoch,
+                    step,
+                    values: vec![0.5, 0.75, 0.4, 0.8, 0.1, 2.0],
+                }),
+            ),
+        ]
+    };
+    let mut n = 0;
+    for round in 0..4 {
+        for (name, event) in events(round) {
+            let (delivered, answers) = host.dispatch(&event);
+            assert!(delivered, "{name} was not delivered");
+            let got: Vec<WitDecision> = answers.into_iter().flat_map(|a| a.decisions).collect();
+            let expected = if n % 2 == 0 {
+                every_decision(&format!("{name}-{n}"), n)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(got, expected, "event {n}, {name}");
+            n += 1;
+        }
+    }
+    assert!(host.take_faults().is_empty());
 }
 
 fn stop_epochs(decisions: &[(u32, WitDecision)]) -> Vec<u32> {

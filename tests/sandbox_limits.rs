@@ -7,7 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{WatGuest, componentize, jsonl, kind, quick_config, sandbox, summary, train, weights};
+use common::{
+    WatGuest, componentize, jsonl, kind, quick_config, sandbox, summary, train, wasip2_guest,
+    weights,
+};
 use trainrt::callback::CallbackError;
 use trainrt::config::TrainConfig;
 use trainrt::host::{CallbackHost, CallbackOptions, FaultPolicy};
@@ -352,38 +355,6 @@ fn init_that_rejects_its_config_or_loops_is_a_clear_start_error() {
         err.contains("spinner") && err.contains("init") && err.contains("timeout"),
         "{err}"
     );
-}
-
-/// Builds a workspace guest crate for wasm32-wasip2 (a component importing WASI, as other
-/// languages' guests do) and returns the component's path.
-fn wasip2_guest(package: &str) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasip2-guests");
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            "guest",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            package,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building {package} for wasm32-wasip2 failed (rustup target add wasm32-wasip2)"
-    );
-    target_dir.join(format!(
-        "wasm32-wasip2/guest/{}.wasm",
-        package.replace('-', "_")
-    ))
 }
 
 /// Runs `epochs` epochs with the WASI guest `spec`, granted inert WASI, under `limits`.

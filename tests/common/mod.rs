@@ -406,3 +406,35 @@ pub fn run_info(metrics: usize) -> trainrt::contract::RunInfo {
         start_step: 0,
     }
 }
+
+/// Builds a workspace guest crate for wasm32-wasip2 (a component importing WASI, as other
+/// languages' guests do) and returns the component's path.
+pub fn wasip2_guest(package: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasip2-guests");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building {package} for wasm32-wasip2 failed (rustup target add wasm32-wasip2)"
+    );
+    target_dir.join(format!(
+        "wasm32-wasip2/guest/{}.wasm",
+        package.replace('-', "_")
+    ))
+}

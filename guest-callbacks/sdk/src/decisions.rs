@@ -12,8 +12,8 @@ pub struct Decisions(Vec<Decision>);
 
 impl Decisions {
     /// No decisions.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Decisions(Vec::new())
     }
 
     /// Stop training after the current step; `reason` goes into the run's summary.
@@ -52,6 +52,11 @@ impl Decisions {
             name: name.into(),
             value,
         }));
+    }
+
+    /// Forgets the decisions, keeping the buffer for the next event.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
     }
 
     /// Whether no decision was made.
