@@ -152,6 +152,8 @@ pub struct CallbackHost {
     faults: Vec<FaultRecord>,
     logs: Vec<(Arc<str>, LogLine)>,
     abort: Option<FaultRecord>,
+    /// The answers to the event being dispatched; kept between events for its capacity.
+    answers: Vec<Answer>,
 }
 
 impl CallbackHost {
@@ -210,6 +212,7 @@ impl CallbackHost {
             faults: Vec::new(),
             logs: Vec::new(),
             abort: None,
+            answers: Vec::new(),
         })
     }
 
@@ -228,14 +231,15 @@ impl CallbackHost {
     }
 
     /// Delivers `event` to each subscribed callback in order and collects their decisions.
-    /// Returns whether anyone received it, and the answers. Faults are handled per policy and
-    /// queued for [`CallbackHost::take_faults`].
-    pub fn dispatch(&mut self, event: &Event) -> (bool, Vec<Answer>) {
+    /// Returns whether anyone received it, and the answers, drained from a buffer the host keeps
+    /// for the next event. Faults are handled per policy and queued for
+    /// [`CallbackHost::take_faults`].
+    pub fn dispatch(&mut self, event: &Event) -> (bool, std::vec::Drain<'_, Answer>) {
         if let Event::TrainStart(info) = event {
             self.run_info = Some(info.clone());
         }
         let mut delivered = false;
-        let mut answers = Vec::new();
+        self.answers.clear();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             let Some(instance) = slot.instance.as_mut() else {
@@ -252,7 +256,7 @@ impl CallbackHost {
             }
             match result {
                 Ok(decisions) if decisions.is_empty() => {}
-                Ok(decisions) => answers.push(Answer {
+                Ok(decisions) => self.answers.push(Answer {
                     callback: slot.name.clone(),
                     decisions,
                 }),
@@ -265,7 +269,7 @@ impl CallbackHost {
                 ),
             }
         }
-        (delivered, answers)
+        (delivered, self.answers.drain(..))
     }
 
     /// Every active callback's state, for a checkpoint. Also remembered as each callback's last

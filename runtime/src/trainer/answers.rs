@@ -73,7 +73,7 @@ impl Run {
             };
             // Faults raised while delivering a fault event are recorded but not re-announced,
             // so a callback that faults on every fault cannot loop.
-            let (delivered, _answers) = self.host.dispatch(&Event::Fault(info.clone()));
+            let (delivered, _) = self.host.dispatch(&Event::Fault(info.clone()));
             if delivered {
                 self.files.events.append(&Event::Fault(info))?;
             }
