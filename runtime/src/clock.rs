@@ -4,9 +4,11 @@
 //! path there is: on the 2-vCPU VM we benchmark on, the two `Instant::now()` around a call cost
 //! ~60 ns, about 15% of an empty component call. On x86-64 with an invariant time-stamp counter
 //! (constant rate, not stopped in sleep states: what Linux reports as `constant_tsc` and
-//! `nonstop_tsc`) the counter is read instead, ~12 ns a read. Call times are summed in ticks and
-//! converted to nanoseconds only when read, at the rate the counter ran against `Instant` since
-//! the clock was first used, so no start-up calibration is needed. Elsewhere `Instant` is used.
+//! `nonstop_tsc`) the counter is read instead: ~12 ns a read on the AMD VM of BENCHMARKS.md,
+//! 22-23 ns on the slowest Intel VM there (38-43 ns for `clock_gettime` on that one). Call times
+//! are summed in ticks and converted to nanoseconds only when read, at the rate the counter ran
+//! against `Instant` since the clock was first used, so no start-up calibration is needed.
+//! Elsewhere `Instant` is used.
 
 use std::sync::OnceLock;
 use std::time::Instant;
