@@ -86,12 +86,14 @@ impl<T: Callback> Slot<T> {
         }
     }
 
-    /// Calls `f` with the instance and leaves its decisions in the slot's buffers, replacing the
-    /// previous event's: for the hand-exported events ([`abi`]). None before `init`.
-    fn decide(&self, f: impl FnOnce(&mut Instance<T>, &mut Decisions)) {
+    /// Calls `f` with the instance and leaves its decisions, lowered, in the slot's buffers,
+    /// replacing the previous event's: for the hand-exported events ([`abi`]). None before
+    /// `init`. Returns the address of the return area.
+    fn decide(&self, f: impl FnOnce(&mut Instance<T>, &mut Decisions)) -> *const u8 {
         let mut lowered = self.lowered.borrow_mut();
         lowered.clear();
         self.with_instance(|i| f(i, &mut lowered.decisions));
+        lowered.lower()
     }
 
     /// Records the metric names, then forwards if the callback subscribed.
@@ -105,31 +107,31 @@ impl<T: Callback> Slot<T> {
     }
 
     /// Forwards `on-epoch-start`.
-    fn on_epoch_start(&self, info: &EpochInfo) {
-        self.decide(|i, out| i.callback.on_epoch_start(info, out));
+    fn on_epoch_start(&self, info: &EpochInfo) -> *const u8 {
+        self.decide(|i, out| i.callback.on_epoch_start(info, out))
     }
 
     /// Forwards `on-batch-start`.
-    fn on_batch_start(&self, info: &BatchInfo) {
-        self.decide(|i, out| i.callback.on_batch_start(info, out));
+    fn on_batch_start(&self, info: &BatchInfo) -> *const u8 {
+        self.decide(|i, out| i.callback.on_batch_start(info, out))
     }
 
     /// Forwards `on-batch-end`.
-    fn on_batch_end(&self, m: &BatchMetrics) {
-        self.decide(|i, out| i.callback.on_batch_end(m, out));
+    fn on_batch_end(&self, m: &BatchMetrics) -> *const u8 {
+        self.decide(|i, out| i.callback.on_batch_end(m, out))
     }
 
     /// Forwards `on-validation-end`.
-    fn on_validation_end(&self, m: &ValidationMetrics) {
-        self.decide(|i, out| i.callback.on_validation_end(m, out));
+    fn on_validation_end(&self, m: &ValidationMetrics) -> *const u8 {
+        self.decide(|i, out| i.callback.on_validation_end(m, out))
     }
 
     /// Names the values with the metric names from `train-start` and forwards.
-    fn on_epoch_end(&self, epoch: u32, step: u64, values: &[f64]) {
+    fn on_epoch_end(&self, epoch: u32, step: u64, values: &[f64]) -> *const u8 {
         self.decide(|i, out| {
             let metrics = EpochMetrics::new(epoch, step, &i.metric_names, values);
             i.callback.on_epoch_end(&metrics, out);
-        });
+        })
     }
 
     /// Forwards `on-checkpoint-saved`.
@@ -185,8 +187,7 @@ pub mod abi {
         step: u64,
         lr: f64,
     ) -> *const u8 {
-        slot.on_epoch_start(&EpochInfo { epoch, step, lr });
-        slot.lowered.borrow_mut().lower()
+        slot.on_epoch_start(&EpochInfo { epoch, step, lr })
     }
 
     /// `on-batch-start: func(info: batch-info) -> list<decision>`.
@@ -196,8 +197,7 @@ pub mod abi {
         batch: u32,
         step: u64,
     ) -> *const u8 {
-        slot.on_batch_start(&BatchInfo { epoch, batch, step });
-        slot.lowered.borrow_mut().lower()
+        slot.on_batch_start(&BatchInfo { epoch, batch, step })
     }
 
     /// `on-batch-end: func(metrics: batch-metrics) -> list<decision>`.
@@ -220,8 +220,7 @@ pub mod abi {
             accuracy,
             lr,
             grad_norm,
-        });
-        slot.lowered.borrow_mut().lower()
+        })
     }
 
     /// `on-validation-end: func(metrics: validation-metrics) -> list<decision>`.
@@ -237,8 +236,7 @@ pub mod abi {
             step,
             val_loss,
             val_accuracy,
-        });
-        slot.lowered.borrow_mut().lower()
+        })
     }
 
     /// `on-epoch-end: func(metrics: epoch-metrics) -> list<decision>`.
@@ -260,8 +258,7 @@ pub mod abi {
         // the layout of `len` `f64`s, as `Vec<f64>` with capacity `len` frees it (a zero-length
         // list was never allocated, and a zero-capacity `Vec` frees nothing).
         let values = unsafe { Vec::from_raw_parts(values, len, len) };
-        slot.on_epoch_end(epoch, step, &values);
-        slot.lowered.borrow_mut().lower()
+        slot.on_epoch_end(epoch, step, &values)
     }
 }
 

@@ -101,7 +101,8 @@ impl Lowered {
     /// that touches these buffers.
     ///
     /// Addresses and lengths are 32-bit on wasm32, the one target the exports exist on, so the
-    /// conversions below are exact there.
+    /// conversions below are exact there; in native unit tests they truncate, and nothing reads
+    /// them.
     pub(crate) fn lower(&mut self) -> *const u8 {
         let addr = |s: &str| s.as_ptr() as usize as u32;
         self.raw.extend(
@@ -128,7 +129,7 @@ mod tests {
     /// Reads a lowered decision back as the canonical ABI's lifting does, from its bytes, with
     /// strings resolved by `strings` (address -> text).
     fn lift(raw: &RawDecision, strings: &[(u32, &str)]) -> Decision {
-        // SAFETY-free view of the 24 bytes, in memory order (wasm is little-endian).
+        // The 24 bytes in memory order (wasm is little-endian).
         let mut bytes = [0u8; 24];
         bytes[0..4].copy_from_slice(&raw.tag.to_le_bytes());
         bytes[4..8].copy_from_slice(&raw._pad.to_le_bytes());
