@@ -127,6 +127,14 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
     // `TRAINRT_BENCH_ROW=<text>` keeps only the rows whose label contains it (for a profiler).
     let row_filter = std::env::var("TRAINRT_BENCH_ROW").unwrap_or_default();
     let wanted = |label: &str| label.contains(row_filter.as_str());
+    // `TRAINRT_BENCH_METRICS=4` (or 16) measures only that column of the per-metric rows, so
+    // that a profile of a row holds one metric count; the other column reads "-".
+    let metric_filter = std::env::var("TRAINRT_BENCH_METRICS").ok();
+    let measured = |metrics: usize| {
+        metric_filter
+            .as_deref()
+            .is_none_or(|only| only == metrics.to_string())
+    };
     // The floor: a native Rust closure receiving the same event.
     let label = "native closure, batch-end";
     if wanted(label) {
@@ -199,6 +207,9 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         let cells: Vec<String> = [4usize, 16]
             .iter()
             .map(|&metrics| {
+                if !measured(metrics) {
+                    return "-".to_string();
+                }
                 let ns = component_floor::<_, (Vec<Decision>,)>(
                     engine,
                     &bytes,
@@ -267,6 +278,10 @@ fn dispatch_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         }
         let mut cells = Vec::new();
         for metrics in [4usize, 16] {
+            if !measured(metrics) {
+                cells.push("-".to_string());
+                continue;
+            }
             let mut h = host(sandbox, &specs, metrics);
             let values: Vec<f64> = (0..metrics).map(|i| i as f64 * 0.1).collect();
             let ns = match on {

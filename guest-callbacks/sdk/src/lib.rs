@@ -36,6 +36,7 @@
 #[doc(hidden)]
 pub mod __export;
 pub mod alloc;
+mod ascii;
 #[doc(hidden)]
 pub mod bindings;
 mod callback;
@@ -50,6 +51,7 @@ pub mod state;
 mod subscriptions;
 pub mod testing;
 
+pub use ascii::push_short;
 pub use bindings::trainrt::callbacks::host::Level;
 pub use bindings::trainrt::callbacks::types::{
     BatchInfo, BatchMetrics, CheckpointInfo, Decision, EpochInfo, EventKind, FaultInfo, FaultKind,

@@ -1,5 +1,7 @@
 //! Epoch metrics with their names.
 
+use crate::ascii::{Ascii, digits4, digits8, push_word};
+
 /// The metrics of one epoch, by name (the names come from `run-info.metric-names`).
 ///
 /// The host sends NaN for a metric with no value this epoch (e.g. no validation set), so
@@ -98,7 +100,9 @@ pub(crate) fn decompose(v: f64) -> (u64, i32) {
 }
 
 /// `format!("{v:.4}")` for a finite `v` with `|v| < 2^48`, in 64-bit integer arithmetic only
-/// (wasm has no 128-bit multiply or divide; those are slow library calls there).
+/// (wasm has no 128-bit multiply or divide; those are slow library calls there). Inlined into
+/// `push_metric`: a call in a fuel-metered guest costs tens of instructions of its own.
+#[inline(always)]
 fn push_fixed4(out: &mut String, v: f64) {
     let bits = v.to_bits();
     let (mantissa, exponent) = decompose(v);
@@ -117,77 +121,63 @@ fn push_fixed4(out: &mut String, v: f64) {
         // Under half a unit (scaled < 2^63, so a shift of 64 or more leaves less than half).
         _ => 0,
     };
-    // Sign, up to 15 integer digits, the point and four decimals, written backwards.
-    let mut buf = Digits::new();
-    buf.uint((units % 10_000) as u32, 4);
-    buf.push(b'.');
-    buf.uint64(units / 10_000);
-    if bits >> 63 == 1 {
-        buf.push(b'-');
+    let negative = bits >> 63 == 1;
+    let decimals = u64::from(digits4((units % 10_000) as u32));
+    match u32::try_from(units / 10_000) {
+        // |v| < 10, most metrics: `d.dddd` with its sign in one 8-byte store.
+        Ok(whole @ 0..10) => {
+            let text = (u64::from(b'0') + u64::from(whole)) | u64::from(b'.') << 8 | decimals << 16;
+            if negative {
+                push_word(out, text << 8 | u64::from(b'-'), 7);
+            } else {
+                push_word(out, text, 6);
+            }
+        }
+        // Every |v| < 1e6, which is every value `push_metric` sends here: three stores at most.
+        Ok(whole) if whole < 100_000_000 => {
+            if negative {
+                out.push('-');
+            }
+            let (text, len) = digits8(whole);
+            push_word(out, text, len);
+            push_word(out, u64::from(b'.') | decimals << 8, 5);
+        }
+        _ => push_fixed4_wide(out, negative, units / 10_000, decimals),
     }
-    buf.append_to(out);
+}
+
+/// [`push_fixed4`] from 10^8 up, out of line.
+#[inline(never)]
+fn push_fixed4_wide(out: &mut String, negative: bool, whole: u64, decimals: u64) {
+    // Sign, up to 15 integer digits: 16 bytes at most.
+    let mut text = Ascii::<24>::new();
+    if negative {
+        text.push(b'-');
+    }
+    text.uint64(whole);
+    text.append_to(out);
+    push_word(out, u64::from(b'.') | decimals << 8, 5);
 }
 
 /// Appends `n` in decimal, without `core::fmt` (its machinery is most of the cost of a small
-/// integer in a guest).
+/// integer in a guest) and, under 10^8, composed in a register and appended with one store (no
+/// loop per digit and no `memory.copy`, both costly in a fuel-metered guest).
 pub fn push_uint(out: &mut String, n: u64) {
-    let mut buf = Digits::new();
-    buf.uint64(n);
-    buf.append_to(out);
+    match u32::try_from(n) {
+        Ok(n) if n < 100_000_000 => {
+            let (text, len) = digits8(n);
+            push_word(out, text, len);
+        }
+        _ => push_uint_wide(out, n),
+    }
 }
 
-/// ASCII text written backwards, right to left, into a fixed buffer. Only ASCII is ever
-/// written (`push` checks), which lets `append_to` copy it without UTF-8 validation.
-pub(crate) struct Digits {
-    buf: [u8; 24],
-    start: usize,
-}
-
-impl Digits {
-    pub(crate) fn new() -> Self {
-        Self {
-            buf: [0; 24],
-            start: 24,
-        }
-    }
-
-    pub(crate) fn push(&mut self, b: u8) {
-        assert!(b.is_ascii());
-        self.start -= 1;
-        self.buf[self.start] = b;
-    }
-
-    /// `n` in decimal, zero-padded to `width` digits. In 32 bits: wasm divides a u64 by 10
-    /// with a real division, a u32 with a multiply.
-    pub(crate) fn uint(&mut self, mut n: u32, width: usize) {
-        let end = self.start;
-        while n > 0 || end - self.start < width {
-            self.push(b'0' + (n % 10) as u8);
-            n /= 10;
-        }
-    }
-
-    /// `n` in decimal, at least one digit.
-    fn uint64(&mut self, n: u64) {
-        match u32::try_from(n) {
-            Ok(n) => self.uint(n, 1),
-            Err(_) => {
-                // Nine digits at a time in 32 bits, so only the split divides a u64.
-                let (high, low) = (n / 1_000_000_000, (n % 1_000_000_000) as u32);
-                self.uint(low, 9);
-                self.uint64(high);
-            }
-        }
-    }
-
-    /// Appends the text. Copied as bytes: validating or pushing it char by char was a tenth of
-    /// a logger's epoch-end in the guest.
-    #[allow(unsafe_code)]
-    pub(crate) fn append_to(&self, out: &mut String) {
-        // SAFETY: `push` is the only writer and admits ASCII only, and ASCII bytes are valid
-        // UTF-8 on their own, so `out` stays valid UTF-8.
-        unsafe { out.as_mut_vec() }.extend_from_slice(&self.buf[self.start..]);
-    }
+/// [`push_uint`] from 10^8 up, out of line.
+#[inline(never)]
+fn push_uint_wide(out: &mut String, n: u64) {
+    let mut text = Ascii::<24>::new();
+    text.uint64(n);
+    text.append_to(out);
 }
 
 #[cfg(test)]
@@ -246,7 +236,9 @@ mod tests {
         let mut checked = 0;
         for v in values {
             for v in [v, -v] {
-                if !(1e-3..1e6).contains(&v.abs()) {
+                // push_fixed4's whole domain: above 1e6 `push_metric` switches to scientific
+                // notation, but the wide path (from 10^8 whole units) must be right too.
+                if !(1e-3..2f64.powi(48)).contains(&v.abs()) {
                     continue;
                 }
                 let mut ours = String::new();
@@ -260,7 +252,19 @@ mod tests {
 
     #[test]
     fn push_uint_matches_display() {
-        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            99_999_999,
+            100_000_000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut s = String::from("n=");
             push_uint(&mut s, n);
             assert_eq!(s, format!("n={n}"));

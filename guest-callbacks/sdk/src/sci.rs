@@ -8,7 +8,8 @@
 //! the remainder to nearest, ties to even. It is a slow path (tens of big-integer operations per
 //! value); the usual range of metrics never reaches it.
 
-use crate::metrics::{Digits, decompose};
+use crate::ascii::Ascii;
+use crate::metrics::decompose;
 use std::cmp::Ordering;
 
 /// 40 x 32 bits = 1280 bits. The largest numbers formed stay under 1,100 bits: a numerator
@@ -190,20 +191,20 @@ pub(crate) fn push_sci3(out: &mut String, v: f64) {
         }
     }
 
-    // Written backwards: exponent, 'e', three decimals, point, leading digit, sign.
-    let mut buf = Digits::new();
-    buf.uint(k.unsigned_abs(), 1);
-    if k < 0 {
-        buf.push(b'-');
-    }
-    buf.push(b'e');
-    buf.uint(digits % 1000, 3);
-    buf.push(b'.');
-    buf.uint(digits / 1000, 1);
+    // Sign, leading digit, point, three decimals, 'e', exponent (-324..=308): 11 bytes at most.
+    let mut text = Ascii::<16>::new();
     if v.is_sign_negative() {
-        buf.push(b'-');
+        text.push(b'-');
     }
-    buf.append_to(out);
+    text.uint(digits / 1000);
+    text.push(b'.');
+    text.uint_width(digits % 1000, 3);
+    text.push(b'e');
+    if k < 0 {
+        text.push(b'-');
+    }
+    text.uint(k.unsigned_abs());
+    text.append_to(out);
 }
 
 #[cfg(test)]
