@@ -456,6 +456,12 @@ impl CallbackInstance {
         self.store.data_mut().take_logs()
     }
 
+    /// Whether [`CallbackInstance::drain_logs`] may yield anything (false after a call that
+    /// logged nothing and wrote no output).
+    pub fn may_have_logs(&self) -> bool {
+        self.store.data().may_have_logs()
+    }
+
     /// Removes and yields the lines the callback logged since the last call, keeping the
     /// buffer for the next ones.
     pub fn drain_logs(&mut self) -> impl Iterator<Item = LogLine> + '_ {

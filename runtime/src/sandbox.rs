@@ -278,6 +278,13 @@ impl GuestState {
         self.drain_logs().collect()
     }
 
+    /// Whether [`GuestState::drain_logs`] may yield anything: lines logged, or captured
+    /// stdout/stderr not yet looked at. Lets the host skip the drain after the usual call that
+    /// logged nothing.
+    pub(crate) fn may_have_logs(&self) -> bool {
+        !self.logs.is_empty() || self.capture_stdio
+    }
+
     /// Removes and yields the lines logged since the last call, including new stdout/stderr
     /// output; the buffer keeps its capacity, so a callback that logs every call does not make
     /// the host allocate a new one each time.
