@@ -133,30 +133,15 @@ fn push_fixed4(out: &mut String, v: f64) {
                 push_word(out, text, 6);
             }
         }
-        // Every |v| < 1e6, which is every value `push_metric` sends here: three stores at most.
-        Ok(whole) if whole < 100_000_000 => {
+        // Larger magnitudes: the integer part as `push_uint` writes it (one store under 10^8).
+        _ => {
             if negative {
                 out.push('-');
             }
-            let (text, len) = digits8(whole);
-            push_word(out, text, len);
+            push_uint(out, units / 10_000);
             push_word(out, u64::from(b'.') | decimals << 8, 5);
         }
-        _ => push_fixed4_wide(out, negative, units / 10_000, decimals),
     }
-}
-
-/// [`push_fixed4`] from 10^8 up, out of line.
-#[inline(never)]
-fn push_fixed4_wide(out: &mut String, negative: bool, whole: u64, decimals: u64) {
-    // Sign, up to 15 integer digits: 16 bytes at most.
-    let mut text = Ascii::<24>::new();
-    if negative {
-        text.push(b'-');
-    }
-    text.uint64(whole);
-    text.append_to(out);
-    push_word(out, u64::from(b'.') | decimals << 8, 5);
 }
 
 /// Appends `n` in decimal, without `core::fmt` (its machinery is most of the cost of a small
