@@ -13,13 +13,17 @@
 
 use trainrt_guest::{
     BatchMetrics, Callback, CheckpointInfo, Config, Decisions, EpochMetrics, FaultInfo, FaultKind,
-    Level, Outcome, RunInfo, Subscriptions, TrainEndInfo, export_callback, format_metric, log,
-    push_metric, push_short, push_uint,
+    Level, Outcome, RunInfo, Subscriptions, TextWriter, TrainEndInfo, export_callback,
+    format_metric, log,
 };
 
 /// Logs the run's progress.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Logger;
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Logger {
+    /// The per-epoch and per-batch lines are built here, reusing one allocation (not state:
+    /// nothing in it outlives the call that wrote it).
+    line: String,
+}
 
 impl Callback for Logger {
     fn init(config: &mut Config) -> Result<(Self, Subscriptions), String> {
@@ -34,7 +38,7 @@ impl Callback for Logger {
         if every_n_batches > 0 {
             subscriptions = subscriptions.batch_end_every(every_n_batches);
         }
-        Ok((Logger, subscriptions))
+        Ok((Logger::default(), subscriptions))
     }
 
     fn on_train_start(&mut self, info: &RunInfo, _out: &mut Decisions) {
@@ -42,11 +46,13 @@ impl Callback for Logger {
     }
 
     fn on_batch_end(&mut self, m: &BatchMetrics, _out: &mut Decisions) {
-        log::info(&batch_line(m));
+        batch_line(&mut self.line, m);
+        log::info(&self.line);
     }
 
     fn on_epoch_end(&mut self, m: &EpochMetrics<'_>, _out: &mut Decisions) {
-        log::info(&epoch_line(m));
+        epoch_line(&mut self.line, m);
+        log::info(&self.line);
     }
 
     fn on_checkpoint_saved(&mut self, info: &CheckpointInfo, _out: &mut Decisions) {
@@ -110,26 +116,24 @@ fn train_start_line(info: &RunInfo) -> String {
     )
 }
 
-/// `epoch 3: loss=0.1234 accuracy=0.9600 val_loss=0.2000`: NaN means "no value this epoch",
-/// so such metrics are left out rather than printed as noise.
+/// `epoch 3: loss=0.1234 accuracy=0.9600 val_loss=0.2000`, into `line`: NaN means "no value
+/// this epoch", so such metrics are left out rather than printed as noise.
 ///
-/// Built with pushes rather than `format!`: this line is most of the logger's cost per epoch,
-/// and `core::fmt` is slow in a fuel-metered guest; names go through `push_short`, which copies
-/// a short name without a `memory.copy` (a call out of the guest).
-fn epoch_line(m: &EpochMetrics<'_>) -> String {
-    // "epoch N:" and " name=-1234.5678" per metric, sized once.
-    let room = 16 + m.iter().map(|(name, _)| name.len() + 14).sum::<usize>();
-    let mut line = String::with_capacity(room);
-    line.push_str("epoch ");
-    push_uint(&mut line, u64::from(m.epoch()));
-    line.push(':');
+/// Built with a `TextWriter` rather than `format!`: this line is most of the logger's cost per
+/// epoch, `core::fmt` is slow in a fuel-metered guest, and the writer keeps the line's length in
+/// a register and appends names and numbers with fixed-size stores.
+fn epoch_line(line: &mut String, m: &EpochMetrics<'_>) {
+    line.clear();
+    let mut w = TextWriter::new(line);
+    w.push_str("epoch ");
+    w.push_uint(u64::from(m.epoch()));
+    w.push(':');
     for (name, value) in m.iter().filter(|(_, v)| !v.is_nan()) {
-        line.push(' ');
-        push_short(&mut line, name);
-        line.push('=');
-        push_metric(&mut line, value);
+        w.push(' ');
+        w.push_str(name);
+        w.push('=');
+        w.push_metric(value);
     }
-    line
 }
 
 // Small per-event allocations (the metric list, decisions) from size classes: see the module.
@@ -137,22 +141,22 @@ fn epoch_line(m: &EpochMetrics<'_>) -> String {
 #[global_allocator]
 static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
 
-/// `epoch 3 batch 7 step 307: loss=0.1234 lr=0.1000`.
-fn batch_line(m: &BatchMetrics) -> String {
-    let mut line = String::with_capacity(80);
+/// `epoch 3 batch 7 step 307: loss=0.1234 lr=0.1000`, into `line`.
+fn batch_line(line: &mut String, m: &BatchMetrics) {
+    line.clear();
+    let mut w = TextWriter::new(line);
     for (label, n) in [
         ("epoch ", u64::from(m.epoch)),
         (" batch ", u64::from(m.batch)),
         (" step ", m.step),
     ] {
-        line.push_str(label);
-        push_uint(&mut line, n);
+        w.push_str(label);
+        w.push_uint(n);
     }
-    line.push_str(": loss=");
-    push_metric(&mut line, m.loss);
-    line.push_str(" lr=");
-    push_metric(&mut line, m.lr);
-    line
+    w.push_str(": loss=");
+    w.push_metric(m.loss);
+    w.push_str(" lr=");
+    w.push_metric(m.lr);
 }
 
 export_callback!(Logger);
@@ -183,6 +187,32 @@ mod tests {
         assert_eq!(
             lines(),
             ["epoch 3: loss=0.1234 accuracy=0.9600 lr=1.000e-4"]
+        );
+        Ok(())
+    }
+
+    /// The line buffer is reused: each epoch's line holds that epoch's metrics only, also when
+    /// it is shorter than the last one.
+    #[test]
+    fn each_epoch_line_stands_alone() -> Result<(), String> {
+        let (mut cb, _) = new(&[])?;
+        let names = names(&["loss", "a_much_longer_metric_name_than_usual", "val_loss"]);
+        let mut out = Decisions::new();
+        cb.on_epoch_end(
+            &EpochMetrics::new(0, 10, &names, &[0.5, 123.0, -2e-9]),
+            &mut out,
+        );
+        cb.on_epoch_end(
+            &EpochMetrics::new(1, 20, &names, &[0.25, f64::NAN, f64::NAN]),
+            &mut out,
+        );
+        assert_eq!(
+            lines(),
+            [
+                "epoch 0: loss=0.5000 a_much_longer_metric_name_than_usual=123.0000 \
+                 val_loss=-2.000e-9",
+                "epoch 1: loss=0.2500",
+            ]
         );
         Ok(())
     }

@@ -51,7 +51,7 @@ pub mod state;
 mod subscriptions;
 pub mod testing;
 
-pub use ascii::push_short;
+pub use ascii::{TextWriter, push_short};
 pub use bindings::trainrt::callbacks::host::Level;
 pub use bindings::trainrt::callbacks::types::{
     BatchInfo, BatchMetrics, CheckpointInfo, Decision, EpochInfo, EventKind, FaultInfo, FaultKind,

@@ -1,6 +1,6 @@
 //! Epoch metrics with their names.
 
-use crate::ascii::{Ascii, digits4, digits8, push_word};
+use crate::ascii::{TextWriter, digits4};
 
 /// The metrics of one epoch, by name (the names come from `run-info.metric-names`).
 ///
@@ -73,17 +73,24 @@ pub fn format_metric(v: f64) -> String {
 /// 64-bit integer arithmetic. `core`'s general float formatter costs ~1.5 µs per value in a
 /// fuel-metered wasm guest, most of a logger's epoch-end call. The others print what
 /// `format!("{v:.3e}")` prints (`NaN` and `inf` as `{v:.4}` does) without `core`'s formatter
-/// either, so a callback that prints metrics does not carry its code.
+/// either, so a callback that prints metrics does not carry its code. To print several values
+/// into one line, [`TextWriter::push_metric`] is cheaper still.
 pub fn push_metric(out: &mut String, v: f64) {
+    TextWriter::new(out).push_metric(v);
+}
+
+/// [`push_metric`] through a [`TextWriter`].
+#[inline(always)]
+pub(crate) fn write_metric(w: &mut TextWriter<'_>, v: f64) {
     let magnitude = v.abs();
     if (1e-3..1e6).contains(&magnitude) || v == 0.0 {
-        push_fixed4(out, v);
+        write_fixed4(w, v);
     } else if v.is_nan() {
-        out.push_str("NaN");
+        w.push_str("NaN");
     } else if v.is_infinite() {
-        out.push_str(if v < 0.0 { "-inf" } else { "inf" });
+        w.push_str(if v < 0.0 { "-inf" } else { "inf" });
     } else {
-        crate::sci::push_sci3(out, v);
+        w.with_string(|out| crate::sci::push_sci3(out, v));
     }
 }
 
@@ -101,9 +108,9 @@ pub(crate) fn decompose(v: f64) -> (u64, i32) {
 
 /// `format!("{v:.4}")` for a finite `v` with `|v| < 2^48`, in 64-bit integer arithmetic only
 /// (wasm has no 128-bit multiply or divide; those are slow library calls there). Inlined into
-/// `push_metric`: a call in a fuel-metered guest costs tens of instructions of its own.
+/// its callers: a call in a fuel-metered guest costs tens of instructions of its own.
 #[inline(always)]
-fn push_fixed4(out: &mut String, v: f64) {
+fn write_fixed4(w: &mut TextWriter<'_>, v: f64) {
     let bits = v.to_bits();
     let (mantissa, exponent) = decompose(v);
     // v * 10^4 = mantissa * 625 * 2^(exponent + 4), and mantissa * 625 < 2^53 * 2^10 fits a
@@ -128,18 +135,18 @@ fn push_fixed4(out: &mut String, v: f64) {
         Ok(whole @ 0..10) => {
             let text = (u64::from(b'0') + u64::from(whole)) | u64::from(b'.') << 8 | decimals << 16;
             if negative {
-                push_word(out, text << 8 | u64::from(b'-'), 7);
+                w.push_word(text << 8 | u64::from(b'-'), 7);
             } else {
-                push_word(out, text, 6);
+                w.push_word(text, 6);
             }
         }
         // Larger magnitudes: the integer part as `push_uint` writes it (one store under 10^8).
         _ => {
             if negative {
-                out.push('-');
+                w.push('-');
             }
-            push_uint(out, units / 10_000);
-            push_word(out, u64::from(b'.') | decimals << 8, 5);
+            w.push_uint(units / 10_000);
+            w.push_word(u64::from(b'.') | decimals << 8, 5);
         }
     }
 }
@@ -148,21 +155,7 @@ fn push_fixed4(out: &mut String, v: f64) {
 /// integer in a guest) and, under 10^8, composed in a register and appended with one store (no
 /// loop per digit and no `memory.copy`, both costly in a fuel-metered guest).
 pub fn push_uint(out: &mut String, n: u64) {
-    match u32::try_from(n) {
-        Ok(n) if n < 100_000_000 => {
-            let (text, len) = digits8(n);
-            push_word(out, text, len);
-        }
-        _ => push_uint_wide(out, n),
-    }
-}
-
-/// [`push_uint`] from 10^8 up, out of line.
-#[inline(never)]
-fn push_uint_wide(out: &mut String, n: u64) {
-    let mut text = Ascii::<24>::new();
-    text.uint64(n);
-    text.append_to(out);
+    TextWriter::new(out).push_uint(n);
 }
 
 #[cfg(test)]
@@ -227,7 +220,7 @@ mod tests {
                     continue;
                 }
                 let mut ours = String::new();
-                push_fixed4(&mut ours, v);
+                write_fixed4(&mut TextWriter::new(&mut ours), v);
                 assert_eq!(ours, format!("{v:.4}"), "{v:e} ({:#x})", v.to_bits());
                 checked += 1;
             }
