@@ -91,19 +91,44 @@ impl Lowered {
         }
     }
 
-    /// Empties the buffers for the next event, keeping their capacity.
+    /// Empties the buffers for the next event, keeping their capacity. Inlined: most events
+    /// decide nothing, and then this is a compare and a branch, not a call.
+    #[inline(always)]
     pub(crate) fn clear(&mut self) {
+        // `raw` is never longer than `decisions` (it is their lowering): with no decisions,
+        // both are empty already.
+        debug_assert!(self.raw.len() <= self.decisions.as_slice().len());
+        if !self.decisions.is_empty() {
+            self.clear_decisions();
+        }
+    }
+
+    /// [`Lowered::clear`] after an event that decided something: drops the decisions' strings.
+    #[inline(never)]
+    fn clear_decisions(&mut self) {
         self.decisions.clear();
         self.raw.clear();
     }
 
     /// Lowers `decisions` and returns the address of the return area. Valid until the next call
-    /// that touches these buffers.
+    /// that touches these buffers. Inlined, like [`Lowered::clear`], for the event that decided
+    /// nothing.
     ///
     /// Addresses and lengths are 32-bit on wasm32, the one target the exports exist on, so the
     /// conversions below are exact there; in native unit tests they truncate, and nothing reads
     /// them.
+    #[inline(always)]
     pub(crate) fn lower(&mut self) -> *const u8 {
+        if !self.decisions.is_empty() {
+            self.lower_decisions();
+        }
+        self.ret = [addr_of(&self.raw), self.raw.len() as u32];
+        self.ret.as_ptr().cast()
+    }
+
+    /// Appends the lowering of every decision to `raw`.
+    #[inline(never)]
+    fn lower_decisions(&mut self) {
         let addr = |s: &str| s.as_ptr() as usize as u32;
         self.raw.extend(
             self.decisions
@@ -111,8 +136,6 @@ impl Lowered {
                 .iter()
                 .map(|d| RawDecision::lower(d, addr)),
         );
-        self.ret = [addr_of(&self.raw), self.raw.len() as u32];
-        self.ret.as_ptr().cast()
     }
 }
 

@@ -50,6 +50,7 @@ impl<'a> EpochMetrics<'a> {
     }
 
     /// Every `(name, value)` pair in the host's order, NaN (no value) included.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, f64)> + 'a {
         self.names
             .iter()
