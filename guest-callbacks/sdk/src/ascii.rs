@@ -41,7 +41,7 @@ pub(crate) fn digits8(n: u32) -> (u64, usize) {
 }
 
 /// ASCII text of at most `N` bytes, written left to right: the general case, for numbers too
-/// long for [`push_word`].
+/// long for [`TextWriter::push_word`].
 pub(crate) struct Ascii<const N: usize> {
     buf: [u8; N],
     len: usize,
@@ -207,7 +207,10 @@ impl<'a> TextWriter<'a> {
     #[inline(always)]
     fn reserve(&mut self, n: usize) {
         if self.cap - self.len < n {
-            (self.ptr, self.cap) = grow(self.out, self.len, n);
+            // SAFETY: `self.len` satisfies the writer's invariant.
+            #[allow(unsafe_code)]
+            let (ptr, cap) = unsafe { grow(self.out, self.len, n) };
+            (self.ptr, self.cap) = (ptr, cap);
         }
     }
 
@@ -215,7 +218,10 @@ impl<'a> TextWriter<'a> {
     /// text the writer has no fast path for.
     #[inline(always)]
     pub(crate) fn with_string(&mut self, f: impl FnOnce(&mut String)) {
-        (self.ptr, self.len, self.cap) = through_string(self.out, self.len, f);
+        // SAFETY: `self.len` satisfies the writer's invariant.
+        #[allow(unsafe_code)]
+        let (ptr, len, cap) = unsafe { through_string(self.out, self.len, f) };
+        (self.ptr, self.len, self.cap) = (ptr, len, cap);
     }
 
     /// Gives `out` its length.
@@ -330,27 +336,35 @@ impl Drop for TextWriter<'_> {
 
 /// [`TextWriter::reserve`]'s slow path: gives `out` its length `len`, makes room for `n` more
 /// bytes and returns the (maybe moved) buffer and its capacity.
+///
+/// # Safety
+///
+/// As [`through_string`].
+#[allow(unsafe_code)]
 #[cold]
 #[inline(never)]
-fn grow(out: &mut String, len: usize, n: usize) -> (*mut u8, usize) {
-    let (ptr, len, cap) = through_string(out, len, |out| out.reserve(n));
+unsafe fn grow(out: &mut String, len: usize, n: usize) -> (*mut u8, usize) {
+    // SAFETY: the caller's contract.
+    let (ptr, len, cap) = unsafe { through_string(out, len, |out| out.reserve(n)) };
     debug_assert!(cap - len >= n);
     (ptr, cap)
 }
 
 /// Gives `out` its length `len`, runs `f` on it and returns its buffer, length and capacity.
+///
+/// # Safety
+///
+/// `len` must be at most `out`'s capacity, and `out`'s first `len` bytes initialized and valid
+/// UTF-8: a [`TextWriter`]'s `len` for its `out`.
+#[allow(unsafe_code)]
 #[inline(never)]
-fn through_string(
+unsafe fn through_string(
     out: &mut String,
     len: usize,
     f: impl FnOnce(&mut String),
 ) -> (*mut u8, usize, usize) {
-    // SAFETY: a writer's `len` bytes are initialized, valid UTF-8, within capacity (the
-    // writer's invariant), and the writer only appends whole `&str`s and ASCII.
-    #[allow(unsafe_code)]
-    unsafe {
-        out.as_mut_vec().set_len(len)
-    };
+    // SAFETY: the caller's contract.
+    unsafe { out.as_mut_vec().set_len(len) };
     f(out);
     // SAFETY: as in `TextWriter::new`.
     #[allow(unsafe_code)]
