@@ -271,16 +271,21 @@ fn as_micros<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A live callback for one run: its own store, bindings and subscription filter.
+//
+// `repr(C)` keeps the fields in the order written: those every event call reads or writes first,
+// together. A per-batch call usually finds them evicted from the first-level cache by the
+// training step before it, so each further cache line they were spread over cost a miss per call.
+#[repr(C)]
 pub struct CallbackInstance {
-    compiled: Arc<CompiledCallback>,
+    /// First although only `init` reads it: `Option<CallbackInstance>` (a slot's instance, which
+    /// every event checks for) is told apart by a niche in a field, and the compiler takes this
+    /// one's (a `Vec`'s capacity); at the end of the struct, checking would cost a cache line.
     config: Vec<ConfigEntry>,
-    limits: Limits,
-    /// `limits.call_timeout` and `limits.init_timeout` in epoch ticks.
-    call_deadline: Deadline,
-    init_deadline: Deadline,
-    store: Store<GuestState>,
-    bindings: CallbackWorld,
+    // Touched by every event call.
     subscriptions: Subscriptions,
+    /// `limits.call_timeout` in epoch ticks.
+    call_deadline: Deadline,
+    store: Store<GuestState>,
     /// Counters; `total_time_ns` is filled from `time_ticks` when read.
     stats: CallStats,
     /// Time inside guest calls, in [`clock`] ticks.
@@ -290,6 +295,12 @@ pub struct CallbackInstance {
     /// never touches its memory between calls), so asking again would return the same bytes: a
     /// callback that heard nothing since the last checkpoint costs the next one no guest call.
     unchanged_snapshot: Option<Vec<u8>>,
+    limits: Limits,
+    bindings: CallbackWorld,
+    // The rest.
+    /// `limits.init_timeout` in epoch ticks.
+    init_deadline: Deadline,
+    compiled: Arc<CompiledCallback>,
 }
 
 impl CallbackInstance {

@@ -122,12 +122,14 @@ pub struct CallbackReport {
     pub dropped_log_bytes: u64,
 }
 
+// `repr(C)`: the instance, whose first fields every event reads, at the start of the slot.
+#[repr(C)]
 struct Slot {
+    instance: Option<CallbackInstance>,
     /// Shared with every `Answer` it gives, so answering costs no allocation for the name.
     name: Arc<str>,
     options: CallbackOptions,
     compiled: Arc<CompiledCallback>,
-    instance: Option<CallbackInstance>,
     last_good_state: Option<Vec<u8>>,
     stats: CallStats,
     faults: BTreeMap<FaultKind, u32>,

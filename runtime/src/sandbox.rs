@@ -222,13 +222,17 @@ impl LogLine {
 }
 
 /// Per-store data: everything the host keeps for one live callback instance.
+//
+// `repr(C)`: the fields every call touches (the per-call log budget, reset before it; the lines
+// and the stdio flag, checked after it) first and together, as in `CallbackInstance`.
+#[repr(C)]
 pub struct GuestState {
+    log_budget_call: usize,
+    logs: Vec<LogLine>,
     /// Forward WASI stdout/stderr (only components that import them pay for the check).
     pub(crate) capture_stdio: bool,
-    memory_cap: usize,
-    log_budget_call: usize,
     log_budget_run: usize,
-    logs: Vec<LogLine>,
+    memory_cap: usize,
     dropped_log_bytes: u64,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
