@@ -1,11 +1,7 @@
 //! The glue between the contract's exports and a [`Callback`]: what `export_callback!` expands
-//! to calls into here, so the macro stays a thin list of forwards.
-//!
-//! Two kinds of export. The events that arrive per batch and per epoch (`epoch-start`,
-//! `batch-start`, `batch-end`, `validation-end`, `epoch-end`) are exported by hand, in [`abi`]:
-//! their decisions are lowered into buffers the slot keeps (see `lowered`), so they have no
-//! post-return and allocate nothing in the steady state. The rest (`init`, the once-per-run and
-//! per-checkpoint events, state) go through `wit-bindgen`'s generated [`Guest`] glue.
+//! to calls into here, so the macro stays a thin list of forwards. Every export goes through
+//! `wit-bindgen`'s generated [`Guest`] glue, which derives the canonical ABI from
+//! `wit/callbacks.wit`.
 
 use std::cell::RefCell;
 
@@ -13,11 +9,12 @@ use crate::bindings::trainrt::callbacks::types::{
     BatchInfo, BatchMetrics, CheckpointInfo, Decision, EpochInfo, EventKind, FaultInfo, RunInfo,
     TrainEndInfo, ValidationMetrics,
 };
-use crate::lowered::Lowered;
 use crate::{Callback, Config, Decisions, EpochMetrics};
 
 pub use crate::bindings::exports::trainrt::callbacks::callback::Guest;
-pub use crate::bindings::trainrt::callbacks::types::{ConfigEntry, Registration};
+pub use crate::bindings::trainrt::callbacks::types::{
+    ConfigEntry, EpochMetrics as EpochValues, Registration,
+};
 
 /// The live callback and what the adapter remembers on its behalf.
 struct Instance<T> {
@@ -28,11 +25,9 @@ struct Instance<T> {
     wants_train_start: bool,
 }
 
-/// Holds the one callback instance of a component, created by `init`, and the buffers behind
-/// the hand-exported events' results.
+/// Holds the one callback instance of a component, created by `init`.
 pub struct Slot<T> {
     instance: RefCell<Option<Instance<T>>>,
-    lowered: RefCell<Lowered>,
 }
 
 impl<T> Default for Slot<T> {
@@ -46,7 +41,6 @@ impl<T> Slot<T> {
     pub const fn new() -> Self {
         Slot {
             instance: RefCell::new(None),
-            lowered: RefCell::new(Lowered::new()),
         }
     }
 }
@@ -68,32 +62,16 @@ impl<T: Callback> Slot<T> {
         Ok(subscriptions.train_start().into_registration())
     }
 
-    /// Calls `f` with the instance and collects its decisions; none before `init`. For the
-    /// events exported through the generated glue, which owns (and, after the host has read them,
-    /// frees) the returned list.
+    /// Calls `f` with the instance and collects its decisions; none before `init`. The
+    /// generated glue owns the returned list and frees it after the host has read it.
     fn dispatch(&self, f: impl FnOnce(&mut Instance<T>, &mut Decisions)) -> Vec<Decision> {
         let mut out = Decisions::new();
-        self.with_instance(|i| f(i, &mut out));
-        out.into_vec()
-    }
-
-    /// Calls `f` with the instance, if `init` succeeded.
-    fn with_instance(&self, f: impl FnOnce(&mut Instance<T>)) {
         // The component is single-threaded and exports never re-enter (the only import is
         // `log`), so this borrow cannot already be held.
         if let Some(instance) = self.instance.borrow_mut().as_mut() {
-            f(instance);
+            f(instance, &mut out);
         }
-    }
-
-    /// Calls `f` with the instance and leaves its decisions, lowered, in the slot's buffers,
-    /// replacing the previous event's: for the hand-exported events ([`abi`]). None before
-    /// `init`. Returns the address of the return area.
-    fn decide(&self, f: impl FnOnce(&mut Instance<T>, &mut Decisions)) -> *const u8 {
-        let mut lowered = self.lowered.borrow_mut();
-        lowered.clear();
-        self.with_instance(|i| f(i, &mut lowered.decisions));
-        lowered.lower()
+        out.into_vec()
     }
 
     /// Records the metric names, then forwards if the callback subscribed.
@@ -107,29 +85,29 @@ impl<T: Callback> Slot<T> {
     }
 
     /// Forwards `on-epoch-start`.
-    fn on_epoch_start(&self, info: &EpochInfo) -> *const u8 {
-        self.decide(|i, out| i.callback.on_epoch_start(info, out))
+    pub fn on_epoch_start(&self, info: EpochInfo) -> Vec<Decision> {
+        self.dispatch(|i, out| i.callback.on_epoch_start(&info, out))
     }
 
     /// Forwards `on-batch-start`.
-    fn on_batch_start(&self, info: &BatchInfo) -> *const u8 {
-        self.decide(|i, out| i.callback.on_batch_start(info, out))
+    pub fn on_batch_start(&self, info: BatchInfo) -> Vec<Decision> {
+        self.dispatch(|i, out| i.callback.on_batch_start(&info, out))
     }
 
     /// Forwards `on-batch-end`.
-    fn on_batch_end(&self, m: &BatchMetrics) -> *const u8 {
-        self.decide(|i, out| i.callback.on_batch_end(m, out))
+    pub fn on_batch_end(&self, m: BatchMetrics) -> Vec<Decision> {
+        self.dispatch(|i, out| i.callback.on_batch_end(&m, out))
     }
 
     /// Forwards `on-validation-end`.
-    fn on_validation_end(&self, m: &ValidationMetrics) -> *const u8 {
-        self.decide(|i, out| i.callback.on_validation_end(m, out))
+    pub fn on_validation_end(&self, m: ValidationMetrics) -> Vec<Decision> {
+        self.dispatch(|i, out| i.callback.on_validation_end(&m, out))
     }
 
     /// Names the values with the metric names from `train-start` and forwards.
-    fn on_epoch_end(&self, epoch: u32, step: u64, values: &[f64]) -> *const u8 {
-        self.decide(|i, out| {
-            let metrics = EpochMetrics::new(epoch, step, &i.metric_names, values);
+    pub fn on_epoch_end(&self, m: EpochValues) -> Vec<Decision> {
+        self.dispatch(|i, out| {
+            let metrics = EpochMetrics::new(m.epoch, m.step, &i.metric_names, &m.values);
             i.callback.on_epoch_end(&metrics, out);
         })
     }
@@ -164,101 +142,6 @@ impl<T: Callback> Slot<T> {
             Some(i) => i.callback.restore(&state),
             None => Err("restore-state was called before a successful init".to_string()),
         }
-    }
-}
-
-/// The hand-written canonical-ABI exports of the per-batch and per-epoch events, which
-/// `export_callback!` exports under the contract's names. Each takes the event's record
-/// flattened into core wasm parameters and returns the address of a return area holding the
-/// `list<decision>`'s pointer and length (see `lowered`).
-///
-/// `wit-bindgen` skips these functions (`bindings.rs`), and wit-component checks each export's
-/// core signature against `wit/callbacks.wit` when the component is made, so a mismatch fails
-/// the build rather than a run. Only wasm32 calls them (the exports are wasm-only); they compile
-/// everywhere so that native builds check them too.
-pub mod abi {
-    use super::Slot;
-    use crate::{BatchInfo, BatchMetrics, Callback, EpochInfo, ValidationMetrics};
-
-    /// `on-epoch-start: func(info: epoch-info) -> list<decision>`.
-    pub fn on_epoch_start<T: Callback>(
-        slot: &Slot<T>,
-        epoch: u32,
-        step: u64,
-        lr: f64,
-    ) -> *const u8 {
-        slot.on_epoch_start(&EpochInfo { epoch, step, lr })
-    }
-
-    /// `on-batch-start: func(info: batch-info) -> list<decision>`.
-    pub fn on_batch_start<T: Callback>(
-        slot: &Slot<T>,
-        epoch: u32,
-        batch: u32,
-        step: u64,
-    ) -> *const u8 {
-        slot.on_batch_start(&BatchInfo { epoch, batch, step })
-    }
-
-    /// `on-batch-end: func(metrics: batch-metrics) -> list<decision>`.
-    #[allow(clippy::too_many_arguments)] // the record's seven fields, flattened
-    pub fn on_batch_end<T: Callback>(
-        slot: &Slot<T>,
-        epoch: u32,
-        batch: u32,
-        step: u64,
-        loss: f64,
-        accuracy: f64,
-        lr: f64,
-        grad_norm: f64,
-    ) -> *const u8 {
-        slot.on_batch_end(&BatchMetrics {
-            epoch,
-            batch,
-            step,
-            loss,
-            accuracy,
-            lr,
-            grad_norm,
-        })
-    }
-
-    /// `on-validation-end: func(metrics: validation-metrics) -> list<decision>`.
-    pub fn on_validation_end<T: Callback>(
-        slot: &Slot<T>,
-        epoch: u32,
-        step: u64,
-        val_loss: f64,
-        val_accuracy: f64,
-    ) -> *const u8 {
-        slot.on_validation_end(&ValidationMetrics {
-            epoch,
-            step,
-            val_loss,
-            val_accuracy,
-        })
-    }
-
-    /// `on-epoch-end: func(metrics: epoch-metrics) -> list<decision>`.
-    ///
-    /// # Safety
-    ///
-    /// `values` and `len` must be the `values` list as the host lowered it: `len` `f64`s that
-    /// the host allocated through `cabi_realloc` (align 8) and hands over to the guest. They are
-    /// freed here.
-    #[allow(unsafe_code)] // taking ownership of a list the host allocated in guest memory
-    pub unsafe fn on_epoch_end<T: Callback>(
-        slot: &Slot<T>,
-        epoch: u32,
-        step: u64,
-        values: *mut f64,
-        len: usize,
-    ) -> *const u8 {
-        // SAFETY: the caller's contract; `cabi_realloc` allocates with the global allocator and
-        // the layout of `len` `f64`s, as `Vec<f64>` with capacity `len` frees it (a zero-length
-        // list was never allocated, and a zero-capacity `Vec` frees nothing).
-        let values = unsafe { Vec::from_raw_parts(values, len, len) };
-        slot.on_epoch_end(epoch, step, &values)
     }
 }
 
@@ -303,10 +186,13 @@ mod tests {
         }
     }
 
-    /// Delivers an epoch-end as the hand-written export does and returns the decisions it left.
+    /// Delivers an epoch-end as the export does and returns its decisions.
     fn epoch_end(slot: &Slot<Probe>, values: &[f64]) -> Vec<Decision> {
-        slot.on_epoch_end(0, 10, values);
-        slot.lowered.borrow().decisions.as_slice().to_vec()
+        slot.on_epoch_end(EpochValues {
+            epoch: 0,
+            step: 10,
+            values: values.to_vec(),
+        })
     }
 
     #[test]
@@ -316,26 +202,6 @@ mod tests {
         assert!(slot.on_train_start(testing::run_info()).is_empty());
         assert!(slot.snapshot_state().is_empty());
         assert!(slot.restore_state(vec![1]).is_err());
-    }
-
-    #[test]
-    fn each_event_replaces_the_previous_events_decisions() -> Result<(), String> {
-        let slot = Slot::<Probe>::new();
-        slot.init(Vec::new())?;
-        assert_eq!(epoch_end(&slot, &[0.5]), vec![Decision::ValidateNow]);
-        assert_eq!(epoch_end(&slot, &[0.4]), vec![Decision::ValidateNow]);
-        // An event the probe ignores leaves nothing behind from the one before.
-        slot.on_batch_end(&BatchMetrics {
-            epoch: 0,
-            batch: 0,
-            step: 11,
-            loss: 0.5,
-            accuracy: 0.5,
-            lr: 0.1,
-            grad_norm: 1.0,
-        });
-        assert!(slot.lowered.borrow().decisions.is_empty());
-        Ok(())
     }
 
     #[test]

@@ -14,15 +14,6 @@ wit_bindgen::generate!({
     // reachable from there; it is renamed so that nobody mistakes it for the public entry point.
     pub_export_macro: true,
     export_macro_name: "__export_raw",
-    // The per-batch and per-epoch events are exported by hand, without a post-return
-    // (`__export::abi`).
-    skip: [
-        "on-epoch-start",
-        "on-batch-start",
-        "on-batch-end",
-        "on-validation-end",
-        "on-epoch-end",
-    ],
     // Tests compare decisions with `assert_eq!`.
     additional_derives: [PartialEq],
 });

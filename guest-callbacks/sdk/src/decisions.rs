@@ -54,11 +54,6 @@ impl Decisions {
         }));
     }
 
-    /// Forgets the decisions, keeping the buffer for the next event.
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
-    }
-
     /// Whether no decision was made.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -43,7 +43,6 @@ mod callback;
 mod config;
 mod decisions;
 pub mod log;
-mod lowered;
 mod metrics;
 pub mod monitor;
 mod sci;
@@ -96,6 +95,27 @@ macro_rules! export_callback {
                 fn on_train_start(info: $crate::RunInfo) -> ::std::vec::Vec<$crate::Decision> {
                     INSTANCE.with(|slot| slot.on_train_start(info))
                 }
+                fn on_epoch_start(info: $crate::EpochInfo) -> ::std::vec::Vec<$crate::Decision> {
+                    INSTANCE.with(|slot| slot.on_epoch_start(info))
+                }
+                fn on_batch_start(info: $crate::BatchInfo) -> ::std::vec::Vec<$crate::Decision> {
+                    INSTANCE.with(|slot| slot.on_batch_start(info))
+                }
+                fn on_batch_end(
+                    metrics: $crate::BatchMetrics,
+                ) -> ::std::vec::Vec<$crate::Decision> {
+                    INSTANCE.with(|slot| slot.on_batch_end(metrics))
+                }
+                fn on_validation_end(
+                    metrics: $crate::ValidationMetrics,
+                ) -> ::std::vec::Vec<$crate::Decision> {
+                    INSTANCE.with(|slot| slot.on_validation_end(metrics))
+                }
+                fn on_epoch_end(
+                    metrics: $crate::__export::EpochValues,
+                ) -> ::std::vec::Vec<$crate::Decision> {
+                    INSTANCE.with(|slot| slot.on_epoch_end(metrics))
+                }
                 fn on_checkpoint_saved(
                     info: $crate::CheckpointInfo,
                 ) -> ::std::vec::Vec<$crate::Decision> {
@@ -117,63 +137,7 @@ macro_rules! export_callback {
                 }
             }
 
-    $crate::bindings::__export_raw!(ExportedCallback with_types_in $crate::bindings);
-
-            // The per-batch and per-epoch events, exported by hand (see `__export::abi`).
-            #[unsafe(export_name = "trainrt:callbacks/callback@0.1.0#on-epoch-start")]
-            extern "C" fn on_epoch_start(epoch: u32, step: u64, lr: f64) -> *const u8 {
-                INSTANCE.with(|slot| $crate::__export::abi::on_epoch_start(slot, epoch, step, lr))
-            }
-            #[unsafe(export_name = "trainrt:callbacks/callback@0.1.0#on-batch-start")]
-            extern "C" fn on_batch_start(epoch: u32, batch: u32, step: u64) -> *const u8 {
-                INSTANCE
-                    .with(|slot| $crate::__export::abi::on_batch_start(slot, epoch, batch, step))
-            }
-            #[unsafe(export_name = "trainrt:callbacks/callback@0.1.0#on-batch-end")]
-            extern "C" fn on_batch_end(
-                epoch: u32,
-                batch: u32,
-                step: u64,
-                loss: f64,
-                accuracy: f64,
-                lr: f64,
-                grad_norm: f64,
-            ) -> *const u8 {
-                INSTANCE.with(|slot| {
-                    $crate::__export::abi::on_batch_end(
-                        slot, epoch, batch, step, loss, accuracy, lr, grad_norm,
-                    )
-                })
-            }
-            #[unsafe(export_name = "trainrt:callbacks/callback@0.1.0#on-validation-end")]
-            extern "C" fn on_validation_end(
-                epoch: u32,
-                step: u64,
-                val_loss: f64,
-                val_accuracy: f64,
-            ) -> *const u8 {
-                INSTANCE.with(|slot| {
-                    $crate::__export::abi::on_validation_end(
-                        slot,
-                        epoch,
-                        step,
-                        val_loss,
-                        val_accuracy,
-                    )
-                })
-            }
-            #[unsafe(export_name = "trainrt:callbacks/callback@0.1.0#on-epoch-end")]
-            unsafe extern "C" fn on_epoch_end(
-                epoch: u32,
-                step: u64,
-                values: *mut f64,
-                len: usize,
-            ) -> *const u8 {
-                // SAFETY: the host calls this export with the `values` list it lowered.
-                INSTANCE.with(|slot| unsafe {
-                    $crate::__export::abi::on_epoch_end(slot, epoch, step, values, len)
-                })
-            }
+            $crate::bindings::__export_raw!(ExportedCallback with_types_in $crate::bindings);
         };
     };
 }
