@@ -1,14 +1,15 @@
 //! A small-object allocator for callbacks: size classes with free lists over the system
 //! allocator.
 //!
-//! Every event costs a callback a few short-lived allocations: the host writes a metric list into
-//! memory the guest allocates, the decisions and their strings go back in fresh vectors, and the
-//! post-return call frees them all. Under `dlmalloc` (Rust's allocator on `wasm32`) each
-//! allocation and each free walks bins and coalesces chunks: about half of the guest-side time of
-//! an early-stopping `epoch-end` in a fuel-metered sandbox. Here a block of at most
-//! [`MAX_POOLED`] bytes is rounded up to a power of two and taken from, or given back to, its
-//! class's free list in a few instructions; larger blocks and stricter alignments go to the
-//! system allocator.
+//! Every event costs a callback a few short-lived allocations: the host copies an epoch's
+//! metric list into memory it asks the guest to allocate, the decisions and their strings go back
+//! in fresh vectors, and the export's post-return function frees them all once the host has read
+//! them. Under `dlmalloc` (Rust's allocator on `wasm32-unknown-unknown`; `wasm32-wasip2` has
+//! wasi-libc's, also a dlmalloc) each allocation and each free walks bins and coalesces chunks:
+//! about half of the guest-side time of an early-stopping `epoch-end` in a fuel-metered sandbox.
+//! Here a block of at most [`MAX_POOLED`] bytes is rounded up to a power of two and taken from,
+//! or given back to, its class's free list in a few instructions; larger blocks and stricter
+//! alignments go to the system allocator.
 //!
 //! Freed small blocks stay in their class for reuse and are not returned to the system
 //! allocator, so a callback's memory for small objects is bounded by its peak use of each class.
@@ -22,8 +23,11 @@
 //! static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
 //! ```
 //!
-//! It is meant for single-threaded guests (core wasm without threads, as every callback is);
-//! on a target with atomics it forwards everything to the system allocator.
+//! The free lists are plain memory, not locked: [`SizeClasses`] can be a global allocator (it is
+//! `Sync`) only where a program has a single thread, which is wasm32 without the `atomics`
+//! target feature: `wasm32-unknown-unknown` and `wasm32-wasip2` as Rust ships them, and so every
+//! callback. On any other target, a native build or a wasm build with threads, a `static` of it
+//! does not compile; a local one (as the unit tests use) still works.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -45,13 +49,25 @@ struct Free {
 }
 
 /// Size-class allocator: see the module documentation.
+///
+/// A global allocator only on single-threaded wasm32; on other targets this does not compile:
+///
+/// ```compile_fail
+/// static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
+/// ```
 pub struct SizeClasses {
     heads: UnsafeCell<[Option<NonNull<Free>>; CLASSES]>,
 }
 
-// SAFETY: a guest is single-threaded: core wasm without the threads proposal has one thread, so
-// no two calls ever touch `heads` at once. Where atomics (and so threads) exist, every method
-// forwards to `System` and `heads` is never touched.
+// SAFETY: wasm32 without the `atomics` feature has one thread (threads need shared memory and
+// atomics), so no two calls ever touch `heads` at once. Nor does a call re-enter another: the
+// methods call only `System` (dlmalloc, or wasi-libc's malloc on wasm32-wasip2, neither of which
+// calls back into the global allocator) and themselves (`realloc`, after its own accesses to
+// `heads`), and a wasm program has no signals or interrupts. The host enters the guest (an
+// export, or `cabi_realloc` to pass a list) only before an export runs or while the guest is in
+// one of its imports, and an allocation calls no import. Elsewhere `SizeClasses` is not `Sync`,
+// so it cannot be a shared allocator there.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 unsafe impl Sync for SizeClasses {}
 
 impl Default for SizeClasses {
@@ -71,10 +87,7 @@ impl SizeClasses {
     /// The class serving `layout`, or `None` for the system allocator.
     #[inline]
     fn class(layout: Layout) -> Option<usize> {
-        if cfg!(target_feature = "atomics")
-            || layout.size() > MAX_POOLED
-            || layout.align() > POOL_ALIGN
-        {
+        if layout.size() > MAX_POOLED || layout.align() > POOL_ALIGN {
             return None;
         }
         let size = layout.size().max(MIN_CLASS).next_power_of_two();
@@ -115,7 +128,9 @@ unsafe impl GlobalAlloc for SizeClasses {
             // SAFETY: the caller's contract for `layout`, passed through.
             return unsafe { System.alloc(layout) };
         };
-        // SAFETY: single-threaded (see `Sync`), and no reference to `heads` outlives this call.
+        // SAFETY: no other access to `heads` runs at the same time: a shared `SizeClasses` exists
+        // only where there is one thread and no re-entry (see `Sync`), and a local one is not
+        // shared. No reference to `heads` outlives this call.
         let heads = unsafe { &mut *self.heads.get() };
         match heads[class] {
             Some(block) => {
@@ -134,7 +149,7 @@ unsafe impl GlobalAlloc for SizeClasses {
             // SAFETY: `ptr` came from `System` with this layout (see `alloc` and `realloc`).
             return unsafe { System.dealloc(ptr, layout) };
         };
-        // SAFETY: single-threaded (see `Sync`), and no reference to `heads` outlives this call.
+        // SAFETY: as in `alloc`.
         let heads = unsafe { &mut *self.heads.get() };
         let block = ptr.cast::<Free>();
         // SAFETY: `ptr` is a block of this class (at least 16 bytes, 16-aligned) the caller no
