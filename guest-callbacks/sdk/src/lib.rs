@@ -36,21 +36,19 @@
 #[doc(hidden)]
 pub mod __export;
 pub mod alloc;
-mod ascii;
 #[doc(hidden)]
 pub mod bindings;
 mod callback;
 mod config;
 mod decisions;
+mod fast_format;
 pub mod log;
 mod metrics;
 pub mod monitor;
-mod sci;
 pub mod state;
 mod subscriptions;
 pub mod testing;
 
-pub use ascii::{TextWriter, push_short};
 pub use bindings::trainrt::callbacks::host::Level;
 pub use bindings::trainrt::callbacks::types::{
     BatchInfo, BatchMetrics, CheckpointInfo, Decision, EpochInfo, EventKind, FaultInfo, FaultKind,
@@ -59,7 +57,9 @@ pub use bindings::trainrt::callbacks::types::{
 pub use callback::Callback;
 pub use config::{Config, param_error};
 pub use decisions::Decisions;
-pub use metrics::{EpochMetrics, format_metric, push_metric, push_uint};
+pub use fast_format::text_writer::{TextWriter, push_short};
+pub use fast_format::{format_metric, push_metric, push_uint};
+pub use metrics::EpochMetrics;
 pub use subscriptions::Subscriptions;
 
 /// Exports a [`Callback`] type as the callback component's implementation.
@@ -137,7 +137,7 @@ macro_rules! export_callback {
                 }
             }
 
-            $crate::bindings::__export_raw!(ExportedCallback with_types_in $crate::bindings);
+    $crate::bindings::__export_raw!(ExportedCallback with_types_in $crate::bindings);
         };
     };
 }

@@ -319,7 +319,7 @@ impl<'a> TextWriter<'a> {
     /// Appends a metric value as [`crate::format_metric`] prints it.
     #[inline(always)]
     pub fn push_metric(&mut self, v: f64) {
-        crate::metrics::write_metric(self, v);
+        super::write_metric(self, v);
     }
 }
 

@@ -8,8 +8,8 @@
 //! the remainder to nearest, ties to even. It is a slow path (tens of big-integer operations per
 //! value); the usual range of metrics never reaches it.
 
-use crate::ascii::Ascii;
-use crate::metrics::decompose;
+use super::decompose;
+use super::text_writer::Ascii;
 use std::cmp::Ordering;
 
 /// 40 x 32 bits = 1280 bits. The largest numbers formed stay under 1,100 bits: a numerator
@@ -250,6 +250,7 @@ mod tests {
     /// Exact ties at the fourth significant digit only exist for integers (a tie below 1 would
     /// need the binary value to end in a five); they round to even, as `core` does.
     #[test]
+    #[cfg_attr(miri, ignore)] // fifteen thousand values: most of an hour under Miri
     fn ties_round_to_even_as_core_does() {
         for lead in (1000..10_000).step_by(7) {
             for power in 0..=11 {
@@ -264,6 +265,7 @@ mod tests {
     /// Every exponent, subnormals included, with pseudo-random mantissas (xorshift; no
     /// dependencies).
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of values: hours under Miri
     fn sweep_matches_core_formatting() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut checked = 0;
