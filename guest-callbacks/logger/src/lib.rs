@@ -136,10 +136,6 @@ fn epoch_line(line: &mut String, m: &EpochMetrics<'_>) {
     }
 }
 
-// Small per-event allocations (the metric list, decisions) from size classes: see the module.
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
 
 /// `epoch 3 batch 7 step 307: loss=0.1234 lr=0.1000`, into `line`.
 fn batch_line(line: &mut String, m: &BatchMetrics) {

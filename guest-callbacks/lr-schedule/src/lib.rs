@@ -202,10 +202,6 @@ fn same_rate(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
 }
 
-// Small per-event allocations (the metric list, decisions) from size classes: see the module.
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
 
 export_callback!(LrSchedule);
 

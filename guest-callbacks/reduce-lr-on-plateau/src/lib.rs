@@ -147,10 +147,6 @@ impl Callback for ReduceLrOnPlateau {
     }
 }
 
-// Small per-event allocations (the metric list, decisions) from size classes: see the module.
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOC: trainrt_guest::alloc::SizeClasses = trainrt_guest::alloc::SizeClasses::new();
 
 export_callback!(ReduceLrOnPlateau);
 

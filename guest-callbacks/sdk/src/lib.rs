@@ -35,7 +35,6 @@
 
 #[doc(hidden)]
 pub mod __export;
-pub mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 mod callback;
