@@ -158,7 +158,6 @@ impl EarlyStopping {
     }
 }
 
-
 export_callback!(EarlyStopping);
 
 #[cfg(test)]

@@ -136,7 +136,6 @@ fn epoch_line(line: &mut String, m: &EpochMetrics<'_>) {
     }
 }
 
-
 /// `epoch 3 batch 7 step 307: loss=0.1234 lr=0.1000`, into `line`.
 fn batch_line(line: &mut String, m: &BatchMetrics) {
     line.clear();

@@ -202,7 +202,6 @@ fn same_rate(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
 }
 
-
 export_callback!(LrSchedule);
 
 #[cfg(test)]

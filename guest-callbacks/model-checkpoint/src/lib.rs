@@ -184,7 +184,6 @@ fn check_tag(tag: &str, max_len: usize) -> Result<(), String> {
     Ok(())
 }
 
-
 export_callback!(ModelCheckpoint);
 
 #[cfg(test)]

@@ -147,7 +147,6 @@ impl Callback for ReduceLrOnPlateau {
     }
 }
 
-
 export_callback!(ReduceLrOnPlateau);
 
 #[cfg(test)]

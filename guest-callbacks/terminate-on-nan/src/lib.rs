@@ -36,7 +36,6 @@ impl Callback for TerminateOnNan {
     }
 }
 
-
 export_callback!(TerminateOnNan);
 
 #[cfg(test)]
