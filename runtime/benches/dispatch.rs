@@ -6,7 +6,7 @@
 //! Each figure is the median of several timed batches of calls, measured in one process so
 //! ratios between rows are meaningful on a noisy machine.
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/all/common.rs"]
 mod common;
 
 use std::hint::black_box;
@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{WatGuest, kind, run_info};
+use trainrt::callback::CallbackOptions;
 use trainrt::contract::{BatchInfo, BatchMetrics, Decision, EpochMetrics};
 use trainrt::events::Event;
-use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::host::CallbackHost;
 use trainrt::trainer::{Observer, Quiet, RunRequest};
 use trainrt::{Sandbox, TrainConfig};
 
@@ -452,16 +453,16 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
         .unwrap_or(3);
     let mut config = TrainConfig {
         epochs,
-        optimizer: "sgd".into(),
+        optimizer: "sgd".parse().expect("optimizer spec"),
         ..TrainConfig::default()
     };
     // `TRAINRT_BENCH_DATA` / `TRAINRT_BENCH_MODEL` count another task than digits (whole-epoch
     // counts only; the hand-written loop is digits' MLP).
     if let Ok(data) = std::env::var("TRAINRT_BENCH_DATA") {
-        config.data = data;
+        config.data = data.parse().expect("TRAINRT_BENCH_DATA: a --data spec");
     }
     if let Ok(model) = std::env::var("TRAINRT_BENCH_MODEL") {
-        config.model = model;
+        config.model = model.parse().expect("TRAINRT_BENCH_MODEL: a --model spec");
     }
     match which {
         "handwritten" => {
@@ -471,7 +472,7 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
         "trainrt" => {}
         // Whole epochs (training, validation, epoch-end callbacks and the checkpoints they ask
         // for) with the end-to-end table's setups and its default optimizer: count
-        // `trainrt::trainer::Run::train_loop`.
+        // `trainrt::trainer::Run::fit`.
         _ => {
             config.optimizer = TrainConfig::default().optimizer;
             let noop = WatGuest::new(&[kind::BATCH_END]).write(dir, "noop-batch");
@@ -485,7 +486,7 @@ fn instruction_count_run(sandbox: &Arc<Sandbox>, dir: &std::path::Path, which: &
                 ),
             };
             for c in &callbacks {
-                config.push_callback(c);
+                config.push_callback(c).expect("callback spec");
             }
         }
     }
@@ -526,7 +527,7 @@ fn trainrt_run(
     callbacks: &[String],
 ) -> RunTimes {
     for c in callbacks {
-        config.push_callback(c);
+        config.push_callback(c).expect("callback spec");
     }
     let epochs = config.epochs;
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -608,10 +609,10 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
         let rounds = rounds_from_env.unwrap_or(rounds);
         let short = format!("{data}, {model}");
         let config = |optimizer: &str| TrainConfig {
-            data: data.into(),
-            model: model.into(),
+            data: data.parse().expect("data spec"),
+            model: model.parse().expect("model spec"),
             epochs,
-            optimizer: optimizer.into(),
+            optimizer: optimizer.parse().expect("optimizer spec"),
             ..TrainConfig::default()
         };
         // Setups with callbacks run the default optimizer (SGD, momentum 0.9).
@@ -636,7 +637,7 @@ fn end_to_end_table(sandbox: &Arc<Sandbox>, dir: &std::path::Path) {
                 times[i] = Some(trainrt_run(
                     sandbox,
                     run_dir,
-                    config(&default_optimizer),
+                    config(&default_optimizer.to_string()),
                     callbacks,
                 ));
             }

@@ -9,7 +9,7 @@
 //! - Hostile guests: extra wall time a run pays for one hostile guest under the default limits
 //!   (restart three times, then disable).
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/all/common.rs"]
 mod common;
 
 use std::path::Path;
@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{WatGuest, kind, quick_config, run_info};
+use trainrt::callback::CallbackOptions;
 use trainrt::callback::{CallbackInstance, CompiledCallback};
-use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::host::CallbackHost;
 use trainrt::sandbox::ComponentCache;
 use trainrt::trainer::{Quiet, RunRequest};
 use trainrt::{Limits, Sandbox, bundled};
@@ -156,7 +157,9 @@ fn hostile_table(dir: &Path) {
         let mut config = quick_config(5);
         if let Some(g) = guest {
             let path = g.write(dir, name);
-            config.push_callback(path.to_str().expect("utf-8"));
+            config
+                .push_callback(path.to_str().expect("utf-8"))
+                .expect("callback spec");
             // Compile (and cache) outside the timing: compilation is start-up, measured above.
             CompiledCallback::new(&sandbox, name, &std::fs::read(&path).expect("read"))
                 .expect("compiles");

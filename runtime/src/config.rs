@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::callback::CallbackSpec;
+use crate::callback::CallbackOptions;
+use crate::data::DataSpec;
 use crate::decision::DecisionPolicy;
-use crate::host::{CallbackOptions, FaultPolicy};
-use crate::sandbox::Limits;
+use crate::device::DeviceSpec;
+use crate::model::ModelSpec;
+use crate::optim::OptimizerSpec;
 
 /// Errors in a configuration: the user's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -40,140 +42,79 @@ pub enum ConfigError {
     },
 }
 
-/// One callback in a config file: `[[callbacks]]` with `spec`, and optionally `on_fault`,
-/// `max_restarts`, `inert_wasi` and `[callbacks.limits]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallbackEntry {
-    /// `NAME[:k=v,...]` or `PATH.wasm[:k=v,...]`.
-    pub spec: String,
-    /// `restart` (default), `disable` or `abort`.
-    #[serde(default)]
-    pub on_fault: FaultPolicy,
-    /// Restarts before a faulting callback is disabled (default 3).
-    #[serde(default = "default_restarts")]
-    pub max_restarts: u32,
-    /// Link `wasi:filesystem` and `wasi:sockets` with nothing behind them (no directories, no
-    /// network) instead of refusing the component; for language runtimes that import them.
-    #[serde(default)]
-    pub inert_wasi: bool,
-    /// Resource limits; unset fields keep their defaults.
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-fn default_restarts() -> u32 {
-    3
-}
-
 /// The keys `--sandbox` accepts, for error messages.
 const SANDBOX_KEYS: &str = "call_timeout, init_timeout, fuel_per_call, memory_bytes, \
     log_bytes_per_call, log_bytes_per_run, max_decisions_per_call, max_state_bytes, \
-    max_component_bytes, on_fault, max_restarts, inert_wasi";
+    max_component_bytes, compile_cpu_time, compile_memory_bytes, on_fault, max_restarts, \
+    inert_wasi";
 
-impl CallbackEntry {
-    /// A callback with default options, as `--callback SPEC` adds it.
-    pub fn new(spec: &str) -> Self {
-        Self {
-            spec: spec.to_string(),
-            on_fault: FaultPolicy::default(),
-            max_restarts: default_restarts(),
-            inert_wasi: false,
-            limits: Limits::default(),
+/// Sets one option by its config-file key. Durations take `ms` or `s` (bare numbers are
+/// milliseconds), sizes take `KiB`, `MiB` or `GiB` (bare numbers are bytes).
+fn set_option(entry: &mut CallbackOptions, key: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |what: &str| ConfigError::Invalid {
+        field: "sandbox",
+        message: format!("{key}={value}: expected {what}"),
+    };
+    let l = &mut entry.limits;
+    match key {
+        "call_timeout" => {
+            l.call_timeout = parse_millis(value).ok_or_else(|| bad("a duration like 50ms or 2s"))?
         }
-    }
-
-    /// The callback as the host runs it.
-    pub fn options(&self) -> Result<CallbackOptions, ConfigError> {
-        let spec: CallbackSpec =
-            self.spec
+        "init_timeout" => {
+            l.init_timeout =
+                parse_millis(value).ok_or_else(|| bad("a duration like 500ms or 2s"))?
+        }
+        "fuel_per_call" => {
+            l.fuel_per_call = parse_count(value).ok_or_else(|| bad("a whole number"))?
+        }
+        "memory_bytes" => {
+            l.memory_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
+        }
+        "log_bytes_per_call" => {
+            l.log_bytes_per_call = parse_size(value).ok_or_else(|| bad("a size like 16KiB"))?
+        }
+        "log_bytes_per_run" => {
+            l.log_bytes_per_run = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
+        }
+        "max_decisions_per_call" => {
+            l.max_decisions_per_call = parse_count(value)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad("a whole number"))?
+        }
+        "max_state_bytes" => {
+            l.max_state_bytes = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
+        }
+        "max_component_bytes" => {
+            l.max_component_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
+        }
+        "compile_cpu_time" => {
+            l.compile_cpu_time = parse_millis(value).ok_or_else(|| bad("a duration like 10s"))?
+        }
+        "compile_memory_bytes" => {
+            l.compile_memory_bytes = parse_size(value).ok_or_else(|| bad("a size like 512MiB"))?
+        }
+        "on_fault" => {
+            entry.on_fault = value
                 .parse()
-                .map_err(|e: crate::callback::CallbackError| ConfigError::Invalid {
-                    field: "callback",
-                    message: e.to_string(),
-                })?;
-        Ok(CallbackOptions {
-            spec,
-            limits: self.limits.clone(),
-            on_fault: self.on_fault,
-            max_restarts: self.max_restarts,
-            inert_wasi: self.inert_wasi,
-        })
-    }
-
-    /// The name `--sandbox NAME:...` matches: a bundled callback's name or the file's stem.
-    fn name(&self) -> String {
-        self.spec
-            .parse::<CallbackSpec>()
-            .map(|s| s.name())
-            .unwrap_or_else(|_| self.spec.clone())
-    }
-
-    /// Sets one option by its config-file key. Durations take `ms` or `s` (bare numbers are
-    /// milliseconds), sizes take `KiB`, `MiB` or `GiB` (bare numbers are bytes).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let bad = |what: &str| ConfigError::Invalid {
-            field: "sandbox",
-            message: format!("{key}={value}: expected {what}"),
-        };
-        let l = &mut self.limits;
-        match key {
-            "call_timeout" => {
-                l.call_timeout =
-                    parse_millis(value).ok_or_else(|| bad("a duration like 50ms or 2s"))?
-            }
-            "init_timeout" => {
-                l.init_timeout =
-                    parse_millis(value).ok_or_else(|| bad("a duration like 500ms or 2s"))?
-            }
-            "fuel_per_call" => {
-                l.fuel_per_call = parse_count(value).ok_or_else(|| bad("a whole number"))?
-            }
-            "memory_bytes" => {
-                l.memory_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
-            }
-            "log_bytes_per_call" => {
-                l.log_bytes_per_call = parse_size(value).ok_or_else(|| bad("a size like 16KiB"))?
-            }
-            "log_bytes_per_run" => {
-                l.log_bytes_per_run = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
-            }
-            "max_decisions_per_call" => {
-                l.max_decisions_per_call = parse_count(value)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| bad("a whole number"))?
-            }
-            "max_state_bytes" => {
-                l.max_state_bytes = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
-            }
-            "max_component_bytes" => {
-                l.max_component_bytes = parse_size(value).ok_or_else(|| bad("a size like 64MiB"))?
-            }
-            "on_fault" => {
-                self.on_fault = value
-                    .parse()
-                    .map_err(|_| bad("restart, disable or abort"))?
-            }
-            "max_restarts" => {
-                self.max_restarts = value.parse().map_err(|_| bad("a whole number"))?
-            }
-            "inert_wasi" => self.inert_wasi = value.parse().map_err(|_| bad("true or false"))?,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    field: "sandbox",
-                    message: format!("unknown key '{key}'; known keys: {SANDBOX_KEYS}"),
-                });
-            }
+                .map_err(|_| bad("restart, disable or abort"))?
         }
-        Ok(())
+        "max_restarts" => entry.max_restarts = value.parse().map_err(|_| bad("a whole number"))?,
+        "inert_wasi" => entry.inert_wasi = value.parse().map_err(|_| bad("true or false"))?,
+        _ => {
+            return Err(ConfigError::Invalid {
+                field: "sandbox",
+                message: format!("unknown key '{key}'; known keys: {SANDBOX_KEYS}"),
+            });
+        }
     }
+    Ok(())
 }
 
 /// Applies `--sandbox [NAME:]key=value,...` flags, in order, to the callbacks named (or to every
 /// callback when NAME is left out). A NAME that matches no callback is an error, so a typo cannot
 /// leave a limit silently unset.
 pub fn apply_sandbox_flags(
-    entries: &mut [CallbackEntry],
+    entries: &mut [CallbackOptions],
     flags: &[String],
 ) -> Result<(), ConfigError> {
     for flag in flags {
@@ -182,10 +123,10 @@ pub fn apply_sandbox_flags(
             _ => (None, flag.as_str()),
         };
         let matching: Vec<usize> = (0..entries.len())
-            .filter(|&i| target.is_none_or(|t| entries[i].name() == t))
+            .filter(|&i| target.is_none_or(|t| entries[i].spec.name() == t))
             .collect();
         if matching.is_empty() {
-            let names: Vec<String> = entries.iter().map(CallbackEntry::name).collect();
+            let names: Vec<String> = entries.iter().map(|e| e.spec.name()).collect();
             return Err(ConfigError::Invalid {
                 field: "sandbox",
                 message: match target {
@@ -209,7 +150,7 @@ pub fn apply_sandbox_flags(
                 });
             };
             for &i in &matching {
-                entries[i].set(key.trim(), value.trim())?;
+                set_option(&mut entries[i], key.trim(), value.trim())?;
             }
         }
     }
@@ -254,9 +195,11 @@ pub struct TrainConfig {
     /// Run name; the run directory defaults to `runs/<name>`.
     pub name: String,
     /// `mlp`, `mlp:256,128` or `cnn`.
-    pub model: String,
+    #[serde(with = "as_text")]
+    pub model: ModelSpec,
     /// `digits`, `csv:PATH` or `synthetic:samples=N,features=F,classes=C`.
-    pub data: String,
+    #[serde(with = "as_text")]
+    pub data: DataSpec,
     /// Epochs to train (in total, counting epochs before a resume).
     pub epochs: u32,
     /// Samples per batch.
@@ -265,11 +208,13 @@ pub struct TrainConfig {
     pub lr: f64,
     /// `sgd[:momentum=M,weight_decay=W,nesterov=B]` or
     /// `adamw[:beta1=B1,beta2=B2,eps=E,weight_decay=W]`.
-    pub optimizer: String,
+    #[serde(with = "as_text")]
+    pub optimizer: OptimizerSpec,
     /// Seed for initialisation, split and batch order.
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    #[serde(with = "as_text")]
+    pub device: DeviceSpec,
     /// Fraction of the data held out for validation.
     pub val_fraction: f64,
     /// Write the `last` checkpoint every this many epochs (it is always written at the end).
@@ -277,7 +222,7 @@ pub struct TrainConfig {
     /// Bounds on callbacks' decisions.
     pub decisions: DecisionPolicy,
     /// Callbacks, in delivery order.
-    pub callbacks: Vec<CallbackEntry>,
+    pub callbacks: Vec<CallbackOptions>,
 }
 
 impl Default for TrainConfig {
@@ -286,14 +231,18 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             name: "digits-mlp".into(),
-            model: "mlp".into(),
-            data: "digits".into(),
+            model: ModelSpec::default(),
+            data: DataSpec::Digits,
             epochs: 30,
             batch_size: 32,
             lr: 0.05,
-            optimizer: "sgd:momentum=0.9".into(),
+            optimizer: OptimizerSpec::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
             seed: 42,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
             val_fraction: 0.2,
             checkpoint_every: 1,
             decisions: DecisionPolicy::default(),
@@ -360,40 +309,46 @@ impl TrainConfig {
                 ),
             );
         }
-        self.model
-            .parse::<crate::model::ModelSpec>()
-            .map_err(|e| ConfigError::Invalid {
-                field: "model",
-                message: e.to_string(),
-            })?;
-        self.data
-            .parse::<crate::data::DataSpec>()
-            .map_err(|e| ConfigError::Invalid {
-                field: "data",
-                message: e.to_string(),
-            })?;
-        crate::device::parse(&self.device).map_err(|message| ConfigError::Invalid {
-            field: "device",
-            message,
-        })?;
-        self.optimizer
-            .parse::<crate::optim::OptimizerSpec>()
-            .map_err(|e| ConfigError::Invalid {
-                field: "optimizer",
-                message: e.to_string(),
-            })?;
-        self.callback_options()?;
         Ok(())
     }
 
-    /// The callbacks as the host runs them.
-    pub fn callback_options(&self) -> Result<Vec<CallbackOptions>, ConfigError> {
-        self.callbacks.iter().map(CallbackEntry::options).collect()
+    /// Adds a callback with default options, as `--callback SPEC` does.
+    pub fn push_callback(&mut self, spec: &str) -> Result<(), ConfigError> {
+        self.callbacks.push(callback_options(spec)?);
+        Ok(())
+    }
+}
+
+/// Parses `--callback SPEC` into a callback with default options.
+pub fn callback_options(spec: &str) -> Result<CallbackOptions, ConfigError> {
+    spec.parse()
+        .map(CallbackOptions::new)
+        .map_err(|e: crate::callback::CallbackError| ConfigError::Invalid {
+            field: "callback",
+            message: e.to_string(),
+        })
+}
+
+/// Settings written as text (`"sgd:momentum=0.9"`) in config files and `config.json`, parsed into
+/// their typed form once, on reading.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
     }
 
-    /// Adds a callback with default options, as `--callback SPEC` does.
-    pub fn push_callback(&mut self, spec: &str) {
-        self.callbacks.push(CallbackEntry::new(spec));
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(D::Error::custom)
     }
 }
 
@@ -411,6 +366,8 @@ mod tests {
         )
         .unwrap();
         let c = TrainConfig::from_toml_file(&path).unwrap();
+        use crate::callback::FaultPolicy;
+        use crate::sandbox::Limits;
         assert_eq!((c.epochs, c.lr, c.batch_size), (5, 0.01, 32));
         assert_eq!(c.callbacks[0].on_fault, FaultPolicy::Abort);
         assert_eq!(
@@ -430,9 +387,12 @@ mod tests {
 
     #[test]
     fn sandbox_flags_set_options_by_name_with_units() {
+        use crate::callback::FaultPolicy;
+        use crate::sandbox::Limits;
         let mut c = TrainConfig::default();
-        c.push_callback("logger");
-        c.push_callback("examples/py/stopper.wasm:patience=3");
+        c.push_callback("logger").unwrap();
+        c.push_callback("examples/py/stopper.wasm:patience=3")
+            .unwrap();
         apply_sandbox_flags(
             &mut c.callbacks,
             &[
@@ -473,13 +433,10 @@ mod tests {
     #[test]
     fn validation_names_the_bad_setting() {
         type Mutation = fn(&mut TrainConfig);
-        let cases: [(Mutation, &str); 6] = [
+        let cases: [(Mutation, &str); 3] = [
             (|c| c.epochs = 0, "epochs"),
             (|c| c.lr = -1.0, "lr"),
-            (|c| c.optimizer = "adam2".into(), "optimizer"),
-            (|c| c.model = "transformer".into(), "model"),
-            (|c| c.device = "tpu".into(), "device"),
-            (|c| c.push_callback("nope"), "callback"),
+            (|c| c.checkpoint_every = 0, "checkpoint-every"),
         ];
         for (mutate, field) in cases {
             let mut c = TrainConfig::default();
@@ -487,5 +444,40 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(&format!("invalid {field}")), "{e}");
         }
+        let e = TrainConfig::default().push_callback("nope").unwrap_err();
+        assert!(e.to_string().starts_with("invalid callback"), "{e}");
+    }
+
+    #[test]
+    fn typed_settings_are_parsed_once_when_read_and_written_back_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.toml");
+        let bad: [(&str, &str); 4] = [
+            ("optimizer = \"adam2\"", "expected `sgd"),
+            ("model = \"transformer\"", "expected `mlp`"),
+            ("device = \"tpu\"", "expected cpu, cuda or cuda:N"),
+            (
+                "[[callbacks]]\nspec = \"nope\"",
+                "neither a bundled callback",
+            ),
+        ];
+        for (line, expected) in bad {
+            std::fs::write(&path, line).unwrap();
+            let e = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+            assert!(e.contains(expected), "{line}: {e}");
+        }
+        let mut c = TrainConfig::default();
+        c.model = "mlp:64,32".parse().unwrap();
+        c.data = "synthetic:samples=100,features=4,classes=3"
+            .parse()
+            .unwrap();
+        c.push_callback("early-stopping:patience=2").unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["model"], "mlp:64,32");
+        assert_eq!(json["optimizer"], "sgd:momentum=0.9");
+        assert_eq!(json["device"], "cpu");
+        assert_eq!(json["callbacks"][0]["spec"], "early-stopping:patience=2");
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
     }
 }

@@ -10,18 +10,10 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::checkpoint::validate_tag;
+use crate::checkpoint::{LAST_TAG, validate_tag};
 use crate::contract::{Decision, EventKind};
-use crate::events::kind_name;
+use crate::events::{is_builtin_metric, json_number as num, kind_name};
 use crate::sandbox::printable;
-
-/// The tag of the trainer's own checkpoint, written at every epoch end and at the end of training.
-pub const LAST_TAG: &str = "last";
-/// Whether the trainer itself records `name` in `metrics.jsonl` (the epoch metrics announced at
-/// train-start, plus `epoch` and `step`); a custom metric may not reuse such a name.
-pub fn is_builtin_metric(name: &str) -> bool {
-    name == "epoch" || name == "step" || crate::trainer::METRIC_NAMES.contains(&name)
-}
 
 /// Operator bounds on what callbacks may ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,7 +261,6 @@ pub fn validate(
 /// The JSON form of a decision for the run's logs: `{"kind": "set-learning-rate", "lr": 0.01}`.
 /// Guest strings are cut and made printable; non-finite numbers are kept as strings.
 pub fn decision_json(decision: &Decision) -> Value {
-    let num = |v: f64| serde_json::to_value(crate::events::FloatJson(v)).unwrap_or(Value::Null);
     match decision {
         Decision::StopTraining(r) => json!({"kind": "stop-training", "reason": printable(r, 512)}),
         Decision::EndEpoch => json!({"kind": "end-epoch"}),

@@ -35,6 +35,22 @@ pub fn parse(s: &str) -> Result<DeviceSpec, String> {
     Ok(spec)
 }
 
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse(s)
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// Opens the device.
 pub fn open(spec: DeviceSpec) -> candle_core::Result<Device> {
     match spec {

@@ -4,82 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::callback::{
-    CallStats, CallbackError, CallbackInstance, CallbackSpec, CompiledCallback, Fault,
+    CallStats, CallbackError, CallbackInstance, CallbackOptions, CompiledCallback, FaultPolicy,
 };
 use crate::contract::{Decision, EventKind, Level, RunInfo};
 use crate::events::{Event, kind_name};
-use crate::sandbox::{FaultKind, Limits, LogLine, Sandbox};
-
-/// What happens when a callback faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultPolicy {
-    /// Drop the poisoned store, start a fresh instance with the last good state; after too many
-    /// restarts, disable.
-    #[default]
-    Restart,
-    /// Stop calling the callback for the rest of the run.
-    Disable,
-    /// End training: the callback is critical.
-    Abort,
-}
-
-impl std::fmt::Display for FaultPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Restart => "restart",
-            Self::Disable => "disable",
-            Self::Abort => "abort",
-        })
-    }
-}
-
-impl std::str::FromStr for FaultPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "restart" => Ok(Self::Restart),
-            "disable" => Ok(Self::Disable),
-            "abort" => Ok(Self::Abort),
-            other => Err(format!(
-                "unknown fault policy '{other}': expected restart, disable or abort"
-            )),
-        }
-    }
-}
-
-/// How to run one callback: what, under which limits, and what to do when it fails.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallbackOptions {
-    /// Which callback, with its parameters.
-    pub spec: CallbackSpec,
-    /// Its resource limits.
-    pub limits: Limits,
-    /// What to do when it faults.
-    pub on_fault: FaultPolicy,
-    /// Restarts allowed before a `restart` callback is disabled.
-    pub max_restarts: u32,
-    /// Link `wasi:filesystem` and `wasi:sockets` with nothing behind them instead of refusing a
-    /// component that imports them.
-    #[serde(default)]
-    pub inert_wasi: bool,
-}
-
-impl CallbackOptions {
-    /// Default limits, `restart` on fault, at most 3 restarts.
-    pub fn new(spec: CallbackSpec) -> Self {
-        Self {
-            spec,
-            limits: Limits::default(),
-            on_fault: FaultPolicy::Restart,
-            max_restarts: 3,
-            inert_wasi: false,
-        }
-    }
-}
+use crate::sandbox::{CallbackFaultKind, Fault, LogLine, Sandbox};
 
 /// A fault, as recorded in `faults.jsonl` and reported to subscribed callbacks.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,11 +25,52 @@ pub struct FaultRecord {
     /// Step of that event.
     pub step: u64,
     /// Kind of fault.
-    pub kind: FaultKind,
+    pub kind: CallbackFaultKind,
     /// What happened.
     pub message: String,
-    /// What the host did about it: `restarted`, `disabled` or `aborted`.
-    pub action: String,
+    /// What the host did about it.
+    pub action: FaultAction,
+}
+
+/// What the host did about a fault, as the callback's [`FaultPolicy`] said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultAction {
+    /// A fresh instance replaced the faulted one, with its last good state.
+    Restarted,
+    /// The callback is not called again in this run.
+    Disabled,
+    /// Training ends: the callback is critical.
+    Aborted,
+}
+
+impl std::fmt::Display for FaultAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Restarted => "restarted",
+            Self::Disabled => "disabled",
+            Self::Aborted => "aborted",
+        })
+    }
+}
+
+/// Whether a callback is still being called at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallbackStatus {
+    /// Called to the end.
+    Active,
+    /// Disabled after a fault.
+    Disabled,
+}
+
+impl std::fmt::Display for CallbackStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        })
+    }
 }
 
 /// A callback's statistics for `summary.json`.
@@ -113,11 +86,11 @@ pub struct CallbackReport {
     /// Mean time per call, in microseconds.
     pub mean_time_us: f64,
     /// Faults by kind.
-    pub faults: BTreeMap<FaultKind, u32>,
+    pub faults: BTreeMap<CallbackFaultKind, u32>,
     /// Times a fresh instance replaced a faulted one.
     pub restarts: u32,
-    /// `active` or `disabled`.
-    pub status: String,
+    /// Whether it was still called at the end.
+    pub status: CallbackStatus,
     /// Output bytes dropped for exceeding the log budgets.
     pub dropped_log_bytes: u64,
 }
@@ -132,7 +105,7 @@ struct Slot {
     compiled: Arc<CompiledCallback>,
     last_good_state: Option<Vec<u8>>,
     stats: CallStats,
-    faults: BTreeMap<FaultKind, u32>,
+    faults: BTreeMap<CallbackFaultKind, u32>,
     restarts: u32,
     dropped_log_bytes: u64,
 }
@@ -182,7 +155,12 @@ impl CallbackHost {
                 Some(c) => c.clone(),
                 None => {
                     let bytes = options.spec.load_bytes(&options.limits)?;
-                    let c = Arc::new(CompiledCallback::new(&sandbox, &base, &bytes)?);
+                    let c = Arc::new(CompiledCallback::with_limits(
+                        &sandbox,
+                        &base,
+                        &bytes,
+                        &options.limits,
+                    )?);
                     compiled_cache.insert(options.spec.source.clone(), c.clone());
                     c
                 }
@@ -371,11 +349,10 @@ impl CallbackHost {
                     faults: s.faults.clone(),
                     restarts: s.restarts,
                     status: if s.instance.is_some() {
-                        "active"
+                        CallbackStatus::Active
                     } else {
-                        "disabled"
-                    }
-                    .into(),
+                        CallbackStatus::Disabled
+                    },
                     dropped_log_bytes: dropped,
                 }
             })
@@ -395,7 +372,7 @@ impl CallbackHost {
                 .filter(|l| l.level == Level::Warn)
                 .map(|l| l.message.as_str())
                 .collect();
-            if fault.kind == FaultKind::Trap && !stderr.is_empty() {
+            if fault.kind == CallbackFaultKind::Trap && !stderr.is_empty() {
                 let said = crate::sandbox::printable(&stderr.join(" / "), 1024);
                 message = format!("{message}; it last said: {said}");
             }
@@ -405,12 +382,14 @@ impl CallbackHost {
             slot.dropped_log_bytes += dead.dropped_log_bytes();
         }
         let action = match slot.options.on_fault {
-            FaultPolicy::Abort => "aborted",
-            FaultPolicy::Disable => "disabled",
-            FaultPolicy::Restart if slot.restarts >= slot.options.max_restarts => "disabled",
+            FaultPolicy::Abort => FaultAction::Aborted,
+            FaultPolicy::Disable => FaultAction::Disabled,
+            FaultPolicy::Restart if slot.restarts >= slot.options.max_restarts => {
+                FaultAction::Disabled
+            }
             FaultPolicy::Restart => match restart(&self.sandbox, slot, self.run_info.as_ref()) {
-                Ok(()) => "restarted",
-                Err(_) => "disabled",
+                Ok(()) => FaultAction::Restarted,
+                Err(_) => FaultAction::Disabled,
             },
         };
         let record = FaultRecord {
@@ -420,9 +399,9 @@ impl CallbackHost {
             step,
             kind: fault.kind,
             message,
-            action: action.to_string(),
+            action,
         };
-        if action == "aborted" && self.abort.is_none() {
+        if action == FaultAction::Aborted && self.abort.is_none() {
             self.abort = Some(record.clone());
         }
         self.faults.push(record);
@@ -439,7 +418,7 @@ fn restart(sandbox: &Sandbox, slot: &mut Slot, run_info: Option<&RunInfo>) -> Re
         &slot.options.spec.params,
         &slot.options.limits,
     )
-    .map_err(|e| Fault::new(FaultKind::HostError, e.to_string()))?;
+    .map_err(|e| Fault::new(CallbackFaultKind::HostError, e.to_string()))?;
     if let Some(info) = run_info {
         let start = Event::TrainStart(info.clone());
         if fresh.subscriptions().wants(&start) {

@@ -10,8 +10,8 @@
 //!
 //! let sandbox = Arc::new(Sandbox::new()?); // engine + linker: once per process
 //! let mut config = TrainConfig::default(); // an MLP on the embedded digits dataset
-//! config.push_callback("early-stopping:patience=3");
-//! config.push_callback("logger");
+//! config.push_callback("early-stopping:patience=3")?;
+//! config.push_callback("logger")?;
 //! let request = RunRequest { config, run_dir: "runs/example".into(), resume: false };
 //! let summary = trainrt::train(sandbox, request, &mut Quiet)?; // a store per callback per run
 //! println!("{} after {} epochs", summary.outcome, summary.epochs_completed);

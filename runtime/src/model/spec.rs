@@ -79,14 +79,20 @@ impl FromStr for ModelSpec {
     }
 }
 
+/// The spec as a user would write it: the widths only where they differ from the default
+/// (`mlp`, `mlp:256,128`), so it parses back to the same spec.
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, widths) = match self {
-            ModelSpec::Mlp { hidden } => ("mlp", hidden),
-            ModelSpec::Cnn { channels } => ("cnn", channels),
+        let (kind, widths, default): (&str, &[usize], &[usize]) = match self {
+            ModelSpec::Mlp { hidden } => ("mlp", hidden, &[128]),
+            ModelSpec::Cnn { channels } => ("cnn", channels, &[16, 32]),
         };
-        let list: Vec<String> = widths.iter().map(usize::to_string).collect();
-        write!(f, "{kind}:{}", list.join(","))
+        f.write_str(kind)?;
+        if widths != default {
+            let list: Vec<String> = widths.iter().map(usize::to_string).collect();
+            write!(f, ":{}", list.join(","))?;
+        }
+        Ok(())
     }
 }
 

@@ -146,18 +146,28 @@ impl OptimizerSpec {
     }
 }
 
+/// The spec as a user would write it: the optimizer's name and only the parameters that differ
+/// from its defaults (`sgd:momentum=0.9`), so it parses back to the same spec.
 impl fmt::Display for OptimizerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let mut params: Vec<String> = Vec::new();
+        let mut param = |name: &str, value: f64, default: f64| {
+            if value.to_bits() != default.to_bits() {
+                params.push(format!("{name}={value:?}"));
+            }
+        };
+        let name = match *self {
             OptimizerSpec::Sgd {
                 momentum,
                 weight_decay,
                 nesterov,
             } => {
-                write!(
-                    f,
-                    "sgd:momentum={momentum:?},weight_decay={weight_decay:?},nesterov={nesterov}"
-                )
+                param("momentum", momentum, 0.0);
+                param("weight_decay", weight_decay, 0.0);
+                if nesterov {
+                    params.push("nesterov=true".into());
+                }
+                "sgd"
             }
             OptimizerSpec::AdamW {
                 beta1,
@@ -165,12 +175,18 @@ impl fmt::Display for OptimizerSpec {
                 eps,
                 weight_decay,
             } => {
-                write!(
-                    f,
-                    "adamw:beta1={beta1:?},beta2={beta2:?},eps={eps:?},weight_decay={weight_decay:?}"
-                )
+                param("beta1", beta1, 0.9);
+                param("beta2", beta2, 0.999);
+                param("eps", eps, 1e-8);
+                param("weight_decay", weight_decay, 0.01);
+                "adamw"
             }
+        };
+        f.write_str(name)?;
+        if !params.is_empty() {
+            write!(f, ":{}", params.join(","))?;
         }
+        Ok(())
     }
 }
 

@@ -2,9 +2,10 @@
 //! content hash and the engine's compatibility hash, so a callback is compiled once per machine
 //! instead of once per run (a Python callback takes seconds to compile).
 //!
-//! Only files this cache wrote are ever deserialized, and only after their checksum matches, or
-//! the artifacts `build.rs` precompiled into this binary for the bundled callbacks: a
-//! user-supplied `.wasm` is always compiled from its bytes, never loaded as native code.
+//! Only files this cache wrote are ever deserialized, and only after their checksum matches, the
+//! artifacts `build.rs` precompiled into this binary for the bundled callbacks, or what the
+//! sandbox's compiler (`compile.rs`) just produced: a user-supplied `.wasm` is always compiled
+//! from its bytes, never loaded as native code.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use super::compile::CompileError;
 
 /// Starts every cache file, before the artifact's SHA-256 and the artifact.
 const MAGIC: &[u8; 16] = b"trainrt-cwasm-1\n";
@@ -26,7 +29,7 @@ pub struct ComponentCache {
     builtin: bool,
 }
 
-/// How [`ComponentCache::load_or_compile`] got the component, for stats and benchmarks.
+/// How the cache got a component, for stats and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// A bundled callback, loaded from the artifact precompiled into the binary.
@@ -72,13 +75,16 @@ impl ComponentCache {
         self.dir.as_deref()
     }
 
-    /// The component for `bytes`: from the cache when an intact entry exists, else compiled
-    /// (and stored). Cache problems never fail a load; they only cost a compile.
-    pub fn load_or_compile(
+    /// The component for `bytes`: the bundled artifact, else from the cache when an intact entry
+    /// exists, else compiled by `compile` (which returns the artifact; the sandbox's compiler,
+    /// bounded or not, see `compile.rs`) and stored. Cache problems never fail a load; they only
+    /// cost a compile.
+    pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
-    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        compile: impl FnOnce(&[u8]) -> Result<Vec<u8>, CompileError>,
+    ) -> Result<(Component, CacheOutcome), CompileError> {
         // A bundled callback needs no compile where the build's engine matches this one.
         let builtin = self
             .builtin
@@ -87,24 +93,36 @@ impl ComponentCache {
         if let Some(component) = builtin.and_then(|artifact| deserialize(engine, artifact).ok()) {
             return Ok((component, CacheOutcome::Builtin));
         }
-        let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, bytes)?, CacheOutcome::Compiled));
-        };
-        let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
-        if let Some(component) = load(engine, &path) {
-            // Mark it recently used, for eviction; failing to is harmless.
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let path = self
+            .dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.cwasm", key(engine, bytes))));
+        if let Some(component) = path.as_deref().and_then(|path| load(engine, path)) {
+            if let Some(path) = &path {
+                // Mark it recently used, for eviction; failing to is harmless.
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
             return Ok((component, CacheOutcome::Hit));
         }
         // Validates and compiles exactly as `Component::new` would, but keeps the artifact.
-        let artifact = engine.precompile_component(bytes)?;
-        let component = deserialize(engine, &artifact)?;
-        let outcome = match store(dir, &path, &artifact) {
-            Ok(()) => CacheOutcome::Stored,
-            Err(_) => CacheOutcome::Compiled,
+        let artifact = compile(bytes)?;
+        let component = deserialize(engine, &artifact).map_err(|e| {
+            CompileError::Failed(format!(
+                "the compiled component does not load: {}",
+                super::describe(&e)
+            ))
+        })?;
+        let stored = match (&self.dir, &path) {
+            (Some(dir), Some(path)) => store(dir, path, &artifact).is_ok(),
+            _ => false,
+        };
+        let outcome = if stored {
+            CacheOutcome::Stored
+        } else {
+            CacheOutcome::Compiled
         };
         Ok((component, outcome))
     }
@@ -147,10 +165,12 @@ fn load(engine: &Engine, path: &Path) -> Option<Component> {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `artifact` is what `precompile_component` just returned, a cache entry this
-    // module wrote whose SHA-256 still matches what it wrote, or an artifact `build.rs`
-    // precompiled and embedded in this binary; wasmtime additionally checks that it was compiled
-    // by a compatible engine. User-supplied bytes never get here.
+    // SAFETY: `artifact` is what `precompile_component` just returned, in this process or in
+    // the sandbox's compiler process (our own program, given by whoever built the `Sandbox`:
+    // as trusted as this binary and this cache), a cache entry this module wrote whose SHA-256
+    // still matches what it wrote, or an artifact `build.rs` precompiled and embedded in this
+    // binary; wasmtime additionally checks that it was compiled by a compatible engine.
+    // User-supplied bytes never get here.
     unsafe { Component::deserialize(engine, artifact) }
 }
 
@@ -201,7 +221,20 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Limits;
+    use super::super::compile::{Compiler, LimitHit};
     use super::*;
+
+    /// Loads through the cache, compiling in this process on a miss.
+    fn load_or_compile(
+        cache: &ComponentCache,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheOutcome), CompileError> {
+        cache.load_or_compile(engine, bytes, |b| {
+            Compiler::InProcess.precompile(engine, b, &Limits::default())
+        })
+    }
 
     fn component_bytes() -> Vec<u8> {
         crate::bundled::component("terminate-on-nan")
@@ -215,9 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::at(Some(dir.path().join("c")));
         let bytes = component_bytes();
-        let (_, first) = cache.load_or_compile(&engine, &bytes).unwrap();
+        let (_, first) = load_or_compile(&cache, &engine, &bytes).unwrap();
         assert_eq!(first, CacheOutcome::Stored);
-        let (_, second) = cache.load_or_compile(&engine, &bytes).unwrap();
+        let (_, second) = load_or_compile(&cache, &engine, &bytes).unwrap();
         assert_eq!(second, CacheOutcome::Hit);
 
         // Flip one byte of the artifact: the checksum no longer matches, so it is recompiled.
@@ -231,8 +264,29 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 0xff;
         std::fs::write(&entry, damaged).unwrap();
-        let (_, third) = cache.load_or_compile(&engine, &bytes).unwrap();
+        let (_, third) = load_or_compile(&cache, &engine, &bytes).unwrap();
         assert_eq!(third, CacheOutcome::Stored);
+    }
+
+    #[test]
+    fn a_hit_compiles_nothing_and_a_refused_compile_stores_nothing() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::at(Some(dir.path().join("c")));
+        let bytes = component_bytes();
+        let refused = cache.load_or_compile(&engine, &bytes, |_| {
+            Err(CompileError::Limit(LimitHit::CpuTime(
+                std::time::Duration::from_secs(1),
+            )))
+        });
+        assert!(matches!(refused, Err(CompileError::Limit(_))));
+        assert!(!dir.path().join("c").exists());
+
+        load_or_compile(&cache, &engine, &bytes).unwrap();
+        let (_, outcome) = cache
+            .load_or_compile(&engine, &bytes, |_| panic!("a hit compiles nothing"))
+            .unwrap();
+        assert_eq!(outcome, CacheOutcome::Hit);
     }
 
     #[test]
@@ -241,12 +295,12 @@ mod tests {
         let cache = ComponentCache::at(None);
         for name in crate::bundled::names() {
             let bytes = crate::bundled::component(name).unwrap();
-            let (_, outcome) = cache.load_or_compile(&engine, bytes).unwrap();
+            let (_, outcome) = load_or_compile(&cache, &engine, bytes).unwrap();
             assert_eq!(outcome, CacheOutcome::Builtin, "{name}");
         }
         // Turned off, a bundled callback compiles like any component.
         let off = cache.with_builtin(false);
-        let (_, outcome) = off.load_or_compile(&engine, &component_bytes()).unwrap();
+        let (_, outcome) = load_or_compile(&off, &engine, &component_bytes()).unwrap();
         assert_eq!(outcome, CacheOutcome::Compiled);
     }
 
@@ -266,9 +320,8 @@ mod tests {
     fn an_engine_unlike_the_builds_compiles_instead() {
         // No fuel and no epochs: wasmtime refuses the build's artifact, so the bytes compile.
         let engine = Engine::default();
-        let (_, outcome) = ComponentCache::at(None)
-            .load_or_compile(&engine, &component_bytes())
-            .unwrap();
+        let (_, outcome) =
+            load_or_compile(&ComponentCache::at(None), &engine, &component_bytes()).unwrap();
         assert_eq!(outcome, CacheOutcome::Compiled);
     }
 
@@ -296,11 +349,7 @@ mod tests {
         let engine = Engine::default();
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::at(Some(dir.path().join("c")));
-        assert!(
-            cache
-                .load_or_compile(&engine, b"\0asm\x0d\0\x01\0junk")
-                .is_err()
-        );
+        assert!(load_or_compile(&cache, &engine, b"\0asm\x0d\0\x01\0junk").is_err());
         assert!(!dir.path().join("c").exists());
     }
 }

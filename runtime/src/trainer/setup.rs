@@ -2,22 +2,22 @@
 //! callbacks, and, for `--resume`, the last checkpoint. The run directory appears only once all
 //! of that succeeded.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Files, METRIC_NAMES, Run, RunRequest, TrainError};
-use crate::checkpoint;
-use crate::config::ConfigError;
+use super::learner::Learner;
+use super::run_files::RunFiles;
+use super::{Progress, Run, RunRequest, TrainError};
+use crate::checkpoint::{self, CheckpointSaver, LAST_TAG};
 use crate::contract::RunInfo;
-use crate::data::{self, DataSpec, DeviceData};
-use crate::decision::LAST_TAG;
+use crate::data;
+use crate::events::METRIC_NAMES;
 use crate::host::CallbackHost;
-use crate::model::{Model, ModelSpec};
-use crate::optim::{Optimizer, OptimizerSpec};
-use crate::rundir::{JsonLines, RunDirError, atomic_write_json};
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::rundir::{RunDirError, atomic_write_json};
 use crate::sandbox::Sandbox;
 
 impl Run {
@@ -32,24 +32,15 @@ impl Run {
         if !resume && run_dir.join("config.json").exists() {
             return Err(TrainError::RunDirExists(run_dir));
         }
-        let spec =
-            crate::device::parse(&config.device).map_err(|message| ConfigError::Invalid {
-                field: "device",
-                message,
-            })?;
-        let device = crate::device::open(spec)?;
-        let data_spec: DataSpec = config.data.parse()?;
-        let dataset = data_spec.load()?;
+        let device = crate::device::open(config.device)?;
+        let dataset = config.data.load()?;
         let (train_set, val_set) = data::split(&dataset, config.val_fraction, config.seed)?;
-        let model_spec: ModelSpec = config.model.parse()?;
-        let model = Model::new(&model_spec, dataset.shape(), config.seed, &device)?;
-        let opt_spec: OptimizerSpec = config.optimizer.parse()?;
-        let mut optimizer = Optimizer::new(opt_spec, model.vars(), config.lr)?;
+        let model = Model::new(&config.model, dataset.shape(), config.seed, &device)?;
+        let mut optimizer = Optimizer::new(config.optimizer, model.vars(), config.lr)?;
 
         let mut epoch = 0;
         let mut step = 0;
         let mut resumed_states = Vec::new();
-        let mut known_tags = existing_tags(&checkpoints);
         if resume {
             let path = checkpoints.join(format!("{LAST_TAG}.safetensors"));
             if !path.exists() {
@@ -73,9 +64,7 @@ impl Run {
                 .map(|s| (s.name.clone(), s.state.clone()))
                 .collect();
         }
-        known_tags.remove(LAST_TAG);
-
-        let host = CallbackHost::start(sandbox, &config.callback_options()?)?;
+        let callbacks = CallbackHost::start(sandbox, &config.callbacks)?;
         // Only now that everything the user gave us has been checked does the run directory
         // appear: a run that cannot start leaves nothing behind.
         std::fs::create_dir_all(&checkpoints)
@@ -86,13 +75,7 @@ impl Run {
             // epochs that will run again: keep only the epochs the checkpoint holds.
             drop_metrics_from(&run_dir.join("metrics.jsonl"), epoch)?;
         }
-        let files = Files {
-            metrics: JsonLines::open_append(&run_dir.join("metrics.jsonl"))?,
-            events: JsonLines::open_append(&run_dir.join("events.jsonl"))?,
-            decisions: JsonLines::open_append(&run_dir.join("decisions.jsonl"))?,
-            faults: JsonLines::open_append(&run_dir.join("faults.jsonl"))?,
-            log: JsonLines::open_append(&run_dir.join("log.jsonl"))?,
-        };
+        let files = RunFiles::open(&run_dir)?;
         let batch = config.batch_size as usize;
         let info = RunInfo {
             run_name: config.name.clone(),
@@ -104,35 +87,29 @@ impl Run {
             epochs: config.epochs,
             batch_size: config.batch_size,
             batches_per_epoch: train_set.len().div_ceil(batch) as u32,
-            optimizer: config.optimizer.clone(),
+            optimizer: config.optimizer.to_string(),
             initial_lr: config.lr,
             seed: config.seed,
             metric_names: METRIC_NAMES.iter().map(|s| s.to_string()).collect(),
             start_epoch: epoch,
             start_step: step,
         };
+        let learner = Learner::new(model, optimizer, &train_set, &val_set, batch, config.seed)?;
         Ok(Self {
-            train_labels: train_set.labels().to_vec(),
-            train: DeviceData::new(&train_set, &device)?,
-            val: DeviceData::new(&val_set, &device)?,
+            checkpoints: CheckpointSaver::open(&checkpoints)?,
+            progress: Progress {
+                epoch,
+                epochs_done: epoch,
+                step,
+                last_metrics: Value::Null,
+                resumed_states,
+                ..Progress::default()
+            },
             config,
-            run_dir,
-            model,
-            optimizer,
-            host,
-            files,
             info,
-            epoch,
-            epochs_done: epoch,
-            step,
-            stop: None,
-            known_tags,
-            end_epoch_requested: false,
-            custom_metrics: Map::new(),
-            last_metrics: Value::Null,
-            resumed_states,
-            writer: checkpoint::Writer::new()?,
-            latest_encoding: None,
+            learner,
+            callbacks,
+            files,
         })
     }
 }
@@ -160,21 +137,4 @@ fn drop_metrics_from(path: &Path, from: u32) -> Result<(), RunDirError> {
         text.push('\n');
     }
     crate::rundir::atomic_write(path, text.as_bytes())
-}
-
-/// Tags of the checkpoints already in a run directory.
-fn existing_tags(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_suffix(".safetensors"))
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
+use trainrt::bundled;
 use trainrt::callback::{CallbackInstance, CompiledCallback};
-use trainrt::config::{CallbackEntry, apply_sandbox_flags};
+use trainrt::config::{apply_sandbox_flags, callback_options};
 use trainrt::events::kind_name;
-use trainrt::inspect::{self, ImportVerdict};
-use trainrt::sandbox::WASM_STACK_BYTES;
-use trainrt::{Sandbox, bundled};
+use trainrt::inspect;
+use trainrt::sandbox::{ImportVerdict, WASM_STACK_BYTES};
 
 use crate::Failure;
 
@@ -31,14 +31,15 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// Validates the component, starts it with its parameters, and prints what it is.
     pub fn execute(self) -> Result<u8, Failure> {
-        let mut entries = [CallbackEntry::new(&self.spec)];
+        let mut entries = [callback_options(&self.spec).map_err(Failure::usage)?];
         apply_sandbox_flags(&mut entries, &self.sandbox).map_err(Failure::usage)?;
-        let options = entries[0].options().map_err(Failure::usage)?;
+        let [options] = entries;
         let (spec, limits) = (options.spec, options.limits);
-        let sandbox = Sandbox::new().map_err(Failure::failed)?;
+        let sandbox = crate::compile::sandbox()?;
         let bytes = spec.load_bytes(&limits).map_err(Failure::usage)?;
         let compiled = Arc::new(
-            CompiledCallback::new(&sandbox, &spec.name(), &bytes).map_err(Failure::usage)?,
+            CompiledCallback::with_limits(&sandbox, &spec.name(), &bytes, &limits)
+                .map_err(Failure::usage)?,
         );
         compiled
             .check_grants(&sandbox, &spec.name(), options.inert_wasi)
@@ -103,6 +104,11 @@ impl CheckArgs {
             limits.log_bytes_per_run >> 10,
             limits.max_decisions_per_call,
             limits.max_state_bytes >> 10
+        );
+        println!(
+            "compile limits: {} s CPU time, {} MiB memory (for a component neither bundled nor cached)",
+            limits.compile_cpu_time.as_secs_f64(),
+            limits.compile_memory_bytes >> 20
         );
         println!(
             "on fault: {} (at most {} restarts)",

@@ -5,6 +5,7 @@
 
 mod check;
 mod checkpoint;
+mod compile;
 mod output;
 mod replay;
 mod run;
@@ -36,6 +37,9 @@ enum Command {
     Callbacks(check::CallbacksCommand),
     /// Verify a checkpoint and print its metadata, callback states and tensors.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Compile a component from stdin under limits (the sandbox's child process).
+    #[command(name = trainrt::sandbox::COMPILE_SUBCOMMAND, hide = true)]
+    Compile(compile::CompileArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => args.execute(),
         Command::Callbacks(cmd) => cmd.execute(),
         Command::Checkpoint(args) => args.execute(),
+        Command::Compile(args) => args.execute(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

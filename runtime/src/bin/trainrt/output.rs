@@ -71,16 +71,33 @@ impl Console {
     }
 }
 
+/// An epoch's metrics line as the `logger` callback writes it: every metric with a value (NaN
+/// means none this epoch, e.g. without a validation set), formatted alike.
 fn format_metrics(m: &serde_json::Map<String, Value>) -> String {
     m.iter()
         .filter(|(k, _)| k.as_str() != "epoch" && k.as_str() != "step")
-        .map(|(k, v)| match v.as_f64() {
-            Some(f) if k == "lr" => format!("{k}={f:.3e}"),
-            Some(f) => format!("{k}={f:.4}"),
-            None => format!("{k}={v}"),
+        .filter_map(|(k, v)| {
+            let value = v.as_f64().or_else(|| match v.as_str()? {
+                "inf" => Some(f64::INFINITY),
+                "-inf" => Some(f64::NEG_INFINITY),
+                _ => None,
+            })?;
+            Some(format!("{k}={}", format_metric(value)))
         })
         .collect::<Vec<_>>()
         .join("  ")
+}
+
+/// A metric value as the `logger` callback prints it (the guest SDK's `format_metric`), so the
+/// console and the callback agree: 4 decimals in the usual range (`0.0500`), scientific notation
+/// for tiny or huge magnitudes (`1.000e-5`).
+fn format_metric(v: f64) -> String {
+    let magnitude = v.abs();
+    if (1e-3..1e6).contains(&magnitude) || v == 0.0 || v.is_infinite() {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
 }
 
 impl Observer for Console {
@@ -118,7 +135,7 @@ impl Observer for Console {
         if let Some(bar) = &self.bar {
             if batch == 0 {
                 bar.reset();
-                bar.set_prefix(format!("{epoch} of {}", self.epochs));
+                bar.set_prefix(format!("{epoch}/{}", self.epochs.saturating_sub(1)));
             }
             bar.set_position(u64::from(batch) + 1);
         }
@@ -128,10 +145,11 @@ impl Observer for Console {
         if self.json {
             self.emit_json(json!({"type": "epoch", "metrics": metrics}));
         } else if let Some(m) = metrics.as_object() {
+            // Epochs are numbered from 0 everywhere (files, events, the logger callback): the
+            // last of a 30-epoch run is 29.
             self.line(&format!(
-                "epoch {}/{}  {}",
-                epoch + 1,
-                self.epochs,
+                "epoch {epoch}/{}  {}",
+                self.epochs.saturating_sub(1),
                 format_metrics(m)
             ));
         }

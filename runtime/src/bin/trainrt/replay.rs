@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use trainrt::Sandbox;
-use trainrt::config::{CallbackEntry, apply_sandbox_flags};
+use trainrt::config::{apply_sandbox_flags, callback_options};
 use trainrt::decision::decision_json;
 use trainrt::events::{Event, kind_name};
 use trainrt::host::CallbackHost;
@@ -32,17 +31,13 @@ impl ReplayArgs {
     /// Feeds every event to the callbacks subscribed to it and prints each decision as a JSON
     /// line: `{"callback", "event", "epoch", "step", "decision"}`. Logs and faults go to stderr.
     pub fn execute(self) -> Result<u8, Failure> {
-        let mut entries: Vec<CallbackEntry> = self
+        let mut options = self
             .callbacks
             .iter()
-            .map(|s| CallbackEntry::new(s))
-            .collect();
-        apply_sandbox_flags(&mut entries, &self.sandbox).map_err(Failure::usage)?;
-        let options = entries
-            .iter()
-            .map(CallbackEntry::options)
+            .map(|s| callback_options(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Failure::usage)?;
+        apply_sandbox_flags(&mut options, &self.sandbox).map_err(Failure::usage)?;
         let file = std::fs::File::open(&self.events)
             .with_context(|| format!("cannot open {}", self.events.display()))
             .map_err(Failure::usage)?;
@@ -65,7 +60,7 @@ impl ReplayArgs {
                 .map_err(Failure::usage)?;
             events.push(event);
         }
-        let sandbox = Arc::new(Sandbox::new().map_err(Failure::failed)?);
+        let sandbox = Arc::new(crate::compile::sandbox()?);
         let mut host = CallbackHost::start(sandbox, &options).map_err(Failure::usage)?;
         let stdout = std::io::stdout();
         let mut out = stdout.lock();

@@ -4,9 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use trainrt::TrainConfig;
 use trainrt::config::apply_sandbox_flags;
-use trainrt::trainer::{self, RunRequest, TrainError};
-use trainrt::{Sandbox, TrainConfig};
+use trainrt::data::DataSpec;
+use trainrt::device::DeviceSpec;
+use trainrt::model::ModelSpec;
+use trainrt::optim::OptimizerSpec;
+use trainrt::trainer::{self, RunOutcome, RunRequest, TrainError};
 
 use crate::Failure;
 use crate::output::Console;
@@ -25,10 +29,10 @@ pub struct RunArgs {
     name: Option<String>,
     /// Model: `mlp`, `mlp:256,128` (hidden sizes) or `cnn`.
     #[arg(long)]
-    model: Option<String>,
+    model: Option<ModelSpec>,
     /// Data: `digits` (embedded), `csv:PATH` or `synthetic:samples=N,features=F,classes=C`.
     #[arg(long)]
-    data: Option<String>,
+    data: Option<DataSpec>,
     /// Epochs to train, in total.
     #[arg(long)]
     epochs: Option<u32>,
@@ -41,13 +45,13 @@ pub struct RunArgs {
     /// Optimizer: `sgd[:momentum=M,weight_decay=W,nesterov=B]` or
     /// `adamw[:beta1=B1,beta2=B2,eps=E,weight_decay=W]` (default `sgd:momentum=0.9`).
     #[arg(long)]
-    optimizer: Option<String>,
+    optimizer: Option<OptimizerSpec>,
     /// Seed for initialisation, split and batch order.
     #[arg(long)]
     seed: Option<u64>,
     /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
     /// Fraction of the data held out for validation.
     #[arg(long)]
     val_fraction: Option<f64>,
@@ -100,7 +104,7 @@ impl RunArgs {
             val_fraction
         );
         for spec in &self.callbacks {
-            config.push_callback(spec);
+            config.push_callback(spec).map_err(Failure::usage)?;
         }
         apply_sandbox_flags(&mut config.callbacks, &self.sandbox).map_err(Failure::usage)?;
         config.validate().map_err(Failure::usage)?;
@@ -122,7 +126,7 @@ impl RunArgs {
     pub fn execute(self) -> Result<u8, Failure> {
         set_threads(self.threads);
         let (request, json) = self.request()?;
-        let sandbox = Arc::new(Sandbox::new().map_err(Failure::failed)?);
+        let sandbox = Arc::new(crate::compile::sandbox()?);
         let mut console = Console::new(json);
         let summary = trainer::train(sandbox, request, &mut console).map_err(|e| match e {
             TrainError::Config(_)
@@ -135,7 +139,11 @@ impl RunArgs {
             other => Failure::failed(other),
         })?;
         console.finish(&summary);
-        Ok(if summary.outcome == "failed" { 1 } else { 0 })
+        Ok(if summary.outcome == RunOutcome::Failed {
+            1
+        } else {
+            0
+        })
     }
 }
 

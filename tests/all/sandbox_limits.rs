@@ -1,19 +1,18 @@
 //! Sandbox limits and fault policy: a faulting callback is contained, recorded with the right
 //! kind, and — having issued no valid decision — leaves the weights bitwise untouched.
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
+use trainrt::trainer::RunOutcome;
 
-use common::{
+use crate::common::{
     WatGuest, componentize, jsonl, kind, quick_config, sandbox, summary, train, wasip2_guest,
     weights,
 };
 use trainrt::callback::CallbackError;
+use trainrt::callback::{CallbackOptions, FaultPolicy};
 use trainrt::config::TrainConfig;
-use trainrt::host::{CallbackHost, CallbackOptions, FaultPolicy};
+use trainrt::host::CallbackHost;
 use trainrt::sandbox::Limits;
 
 /// Runs 2 epochs with `guest` (hooked into epoch-end) and returns the run directory.
@@ -26,7 +25,7 @@ fn run_with(
     let path = guest.write(dir, "hostile");
     let run = dir.join("run");
     let mut config: TrainConfig = quick_config(2);
-    config.push_callback(path.to_str().unwrap());
+    config.push_callback(path.to_str().unwrap()).unwrap();
     config.callbacks[0].on_fault = policy;
     config.callbacks[0].limits = limits;
     train(config, &run);
@@ -132,10 +131,10 @@ fn unreachable_traps_and_restart_brings_the_callback_back_until_the_budget_is_sp
     let run = dir.path().join("run");
     let path = hostile("unreachable").write(dir.path(), "trapper");
     let mut config = quick_config(6);
-    config.push_callback(path.to_str().unwrap());
+    config.push_callback(path.to_str().unwrap()).unwrap();
     config.callbacks[0].max_restarts = 2;
     let result = train(config, &run);
-    assert_eq!(result.outcome, "completed");
+    assert_eq!(result.outcome, RunOutcome::Completed);
     let faults = jsonl(&run, "faults.jsonl");
     let actions: Vec<&str> = faults
         .iter()
@@ -180,8 +179,8 @@ fn other_callbacks_hear_about_a_fault() {
     let bad = hostile("unreachable").write(dir.path(), "bad");
     let run = dir.path().join("run");
     let mut config = quick_config(1);
-    config.push_callback(bad.to_str().unwrap());
-    config.push_callback("logger");
+    config.push_callback(bad.to_str().unwrap()).unwrap();
+    config.push_callback("logger").unwrap();
     train(config, &run);
     let events = jsonl(&run, "events.jsonl");
     let fault = events
@@ -281,7 +280,7 @@ fn a_restore_state_that_traps_on_resume_is_contained() {
         .write(dir.path(), "fragile");
     let run = dir.path().join("run");
     let mut config = quick_config(1);
-    config.push_callback(path.to_str().unwrap());
+    config.push_callback(path.to_str().unwrap()).unwrap();
     config.callbacks[0].on_fault = FaultPolicy::Disable;
     train(config.clone(), &run);
     config.epochs = 2;
@@ -295,7 +294,7 @@ fn a_restore_state_that_traps_on_resume_is_contained() {
         &mut trainrt::trainer::Quiet,
     )
     .unwrap();
-    assert_eq!(resumed.outcome, "completed");
+    assert_eq!(resumed.outcome, RunOutcome::Completed);
     let faults = jsonl(&run, "faults.jsonl");
     assert_eq!(faults.len(), 1);
     assert_eq!(
@@ -360,7 +359,7 @@ fn init_that_rejects_its_config_or_loops_is_a_clear_start_error() {
 /// Runs `epochs` epochs with the WASI guest `spec`, granted inert WASI, under `limits`.
 fn run_wasi_guest(spec: &str, run: &Path, epochs: u32, limits: Limits) -> trainrt::RunSummary {
     let mut config = quick_config(epochs);
-    config.push_callback(spec);
+    config.push_callback(spec).unwrap();
     config.callbacks[0].inert_wasi = true;
     config.callbacks[0].limits = limits;
     train(config, run)
@@ -459,7 +458,7 @@ fn a_wasi_p2_guest_runs_and_decides_like_its_core_twin() {
         )
     })
     .collect();
-    assert_eq!(runs[0].0, "stopped");
+    assert_eq!(runs[0].0, RunOutcome::Stopped);
     assert_eq!(runs[0], runs[1]);
     assert!(fault_kinds(&dir.path().join("r0")).is_empty());
 }
@@ -477,7 +476,7 @@ fn a_rust_panic_is_a_trap_fault_that_keeps_its_message() {
         2,
         Limits::default(),
     );
-    assert_eq!(summary.outcome, "completed");
+    assert_eq!(summary.outcome, RunOutcome::Completed);
     let faults = jsonl(&run, "faults.jsonl");
     assert!(!faults.is_empty());
     for f in &faults {
@@ -521,7 +520,7 @@ fn a_stdout_flood_is_cut_to_the_budget() {
         limits,
     )
     .outcome;
-    assert_eq!(outcome, "completed");
+    assert_eq!(outcome, RunOutcome::Completed);
     assert!(
         fault_kinds(&run).is_empty(),
         "{:?}",
@@ -609,7 +608,7 @@ fn a_loop_four_times_the_deadline_times_out_and_one_well_under_does_not() {
     use trainrt::callback::{CallbackInstance, CompiledCallback};
     use trainrt::contract::EpochMetrics;
     use trainrt::events::Event;
-    use trainrt::sandbox::FaultKind;
+    use trainrt::sandbox::CallbackFaultKind as FaultKind;
 
     // About 2^25 iterations of a countdown: tens of milliseconds.
     let guest = hostile(

@@ -410,6 +410,15 @@ pub fn run_info(metrics: usize) -> trainrt::contract::RunInfo {
 /// Builds a workspace guest crate for wasm32-wasip2 (a component importing WASI, as other
 /// languages' guests do) and returns the component's path.
 pub fn wasip2_guest(package: &str) -> std::path::PathBuf {
+    // Tests run on parallel threads of one binary: build one guest at a time, each once.
+    static BUILT: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasip2-guests");
     let status = std::process::Command::new(env!("CARGO"))
@@ -433,8 +442,10 @@ pub fn wasip2_guest(package: &str) -> std::path::PathBuf {
         status.success(),
         "building {package} for wasm32-wasip2 failed (rustup target add wasm32-wasip2)"
     );
-    target_dir.join(format!(
+    let path = target_dir.join(format!(
         "wasm32-wasip2/guest/{}.wasm",
         package.replace('-', "_")
-    ))
+    ));
+    built.insert(package.to_string(), path.clone());
+    path
 }

@@ -1,19 +1,18 @@
 //! Decisions: validated, applied at fixed points, recorded; Keras semantics of the bundled
 //! callbacks checked on replayed metric sequences.
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{
+use crate::common::{
     Decision, deciding_guest, jsonl, kind, quick_config, sandbox, summary, train, wasip2_guest,
     weights,
 };
+use trainrt::callback::CallbackOptions;
 use trainrt::contract::{
     BatchInfo, BatchMetrics, Decision as WitDecision, EpochInfo, EpochMetrics, Metric, RunInfo,
     ValidationMetrics,
 };
 use trainrt::events::Event;
-use trainrt::host::{CallbackHost, CallbackOptions};
+use trainrt::host::CallbackHost;
+use trainrt::trainer::RunOutcome;
 
 fn run_info() -> RunInfo {
     RunInfo {
@@ -233,7 +232,9 @@ fn early_stopping_with_restore_best_saves_then_restores() {
 fn lr_schedule_changes_the_learning_rate_the_trainer_reports() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick_config(5);
-    config.push_callback("lr-schedule:schedule=step,step_size=2,gamma=0.5");
+    config
+        .push_callback("lr-schedule:schedule=step,step_size=2,gamma=0.5")
+        .unwrap();
     train(config, dir.path());
     let lrs: Vec<f64> = jsonl(dir.path(), "metrics.jsonl")
         .iter()
@@ -259,8 +260,8 @@ fn later_callback_wins_the_learning_rate_and_the_override_is_recorded() {
     .write(dir.path(), "b");
     let run = dir.path().join("run");
     let mut config = quick_config(2);
-    config.push_callback(a.to_str().unwrap());
-    config.push_callback(b.to_str().unwrap());
+    config.push_callback(a.to_str().unwrap()).unwrap();
+    config.push_callback(b.to_str().unwrap()).unwrap();
     train(config, &run);
     let lrs: Vec<f64> = jsonl(&run, "metrics.jsonl")
         .iter()
@@ -298,7 +299,7 @@ fn invalid_decisions_are_rejected_recorded_and_change_nothing() {
     let attacked = dir.path().join("attacked");
     train(quick_config(2), &plain);
     let mut config = quick_config(2);
-    config.push_callback(evil.to_str().unwrap());
+    config.push_callback(evil.to_str().unwrap()).unwrap();
     train(config, &attacked);
     assert_eq!(weights(&plain, "last"), weights(&attacked, "last"));
     let records = jsonl(&attacked, "decisions.jsonl");
@@ -331,9 +332,9 @@ fn a_stop_ends_training_with_its_reason_and_a_final_checkpoint() {
     .write(dir.path(), "stopper");
     let run = dir.path().join("run");
     let mut config = quick_config(10);
-    config.push_callback(stopper.to_str().unwrap());
+    config.push_callback(stopper.to_str().unwrap()).unwrap();
     let result = train(config, &run);
-    assert_eq!(result.outcome, "stopped");
+    assert_eq!(result.outcome, RunOutcome::Stopped);
     assert_eq!(result.reason.as_deref(), Some("stopper: enough"));
     assert_eq!(result.epochs_completed, 1);
     assert_eq!(summary(&run)["reason"], "stopper: enough");
@@ -363,8 +364,8 @@ fn save_and_restore_by_tag() {
     .write(dir.path(), "restorer");
     let run = dir.path().join("run");
     let mut config = quick_config(3);
-    config.push_callback(saver.to_str().unwrap());
-    config.push_callback(restorer.to_str().unwrap());
+    config.push_callback(saver.to_str().unwrap()).unwrap();
+    config.push_callback(restorer.to_str().unwrap()).unwrap();
     train(config, &run);
     assert!(run.join("checkpoints/snap.safetensors").is_file());
     assert_eq!(weights(&run, "snap"), weights(&run, "last"));
@@ -405,7 +406,7 @@ fn a_checkpoint_after_a_restore_holds_the_restored_weights() {
     let mut config = quick_config(2);
     for (name, event, func, decision) in guests {
         let path = deciding_guest(&[event], func, &[decision]).write(dir.path(), name);
-        config.push_callback(path.to_str().unwrap());
+        config.push_callback(path.to_str().unwrap()).unwrap();
     }
     train(config, &run);
     assert_eq!(weights(&run, "last"), weights(&run, "snap"));

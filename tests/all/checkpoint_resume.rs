@@ -1,9 +1,7 @@
 //! Checkpoints and resume: a resumed run continues exactly, callback state included.
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{Tmpfs, jsonl, quick_config, sandbox, train, weights};
+use crate::common::{Tmpfs, jsonl, quick_config, sandbox, train, weights};
+use trainrt::trainer::RunOutcome;
 use trainrt::trainer::{Quiet, RunRequest, TrainError};
 
 fn resume(
@@ -25,7 +23,8 @@ fn resume(
 /// (logged as a custom metric) counts epochs: state that must survive a resume.
 fn config_with_state(epochs: u32) -> trainrt::TrainConfig {
     let mut c = quick_config(epochs);
-    c.push_callback("early-stopping:monitor=val_loss,min_delta=100,patience=1000");
+    c.push_callback("early-stopping:monitor=val_loss,min_delta=100,patience=1000")
+        .unwrap();
     c
 }
 
@@ -37,7 +36,7 @@ fn resume_gives_bitwise_identical_weights_and_restores_callback_state() {
 
     train(config_with_state(3), split.path());
     let resumed = resume(config_with_state(6), split.path()).unwrap();
-    assert_eq!(resumed.outcome, "completed");
+    assert_eq!(resumed.outcome, RunOutcome::Completed);
     assert_eq!(resumed.epochs_completed, 6);
 
     assert_eq!(weights(whole.path(), "last"), weights(split.path(), "last"));
@@ -86,7 +85,9 @@ fn one_state_saved_under_two_tags_is_the_same_bytes() {
     // A checkpoint every epoch; the last epoch's (`epoch-0002`) holds the state the run ends
     // with, as `last` does: the tag is the file's name, not part of its bytes, so the writer can
     // store such a pair once (an epoch's `best` and `last`, say).
-    config.push_callback("model-checkpoint:save_best_only=false");
+    config
+        .push_callback("model-checkpoint:save_best_only=false")
+        .unwrap();
     train(config, dir.path());
     let read = |tag: &str| std::fs::read(dir.path().join(format!("checkpoints/{tag}.safetensors")));
     let (saved, last) = (read("epoch-0002").unwrap(), read("last").unwrap());
@@ -105,7 +106,7 @@ fn a_callback_that_heard_nothing_since_the_last_checkpoint_is_not_asked_for_its_
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_with_state(4);
     // Subscribed to `fault` only: in a healthy run it hears nothing after `init`.
-    config.push_callback("terminate-on-nan");
+    config.push_callback("terminate-on-nan").unwrap();
     let summary = train(config, dir.path());
     let calls = |name: &str| {
         summary
@@ -203,7 +204,7 @@ fn sigkill_at_any_point_leaves_a_resumable_run() {
     // few milliseconds each, so these spread over checkpoint writes and training steps alike.
     for (i, delay_ms) in [0u64, 2, 5, 9, 14, 22].into_iter().enumerate() {
         let run = dir.path().join(format!("r{i}"));
-        let mut child = common::trainrt_command()
+        let mut child = crate::common::trainrt_command()
             .args([
                 "run",
                 "--epochs",
@@ -229,7 +230,7 @@ fn sigkill_at_any_point_leaves_a_resumable_run() {
         child.wait().unwrap();
         trainrt::checkpoint::load(&last).expect("the last checkpoint is loadable after SIGKILL");
         let epoch = trainrt::checkpoint::load(&last).unwrap().meta.epoch;
-        let out = common::trainrt_command()
+        let out = crate::common::trainrt_command()
             .args(["run", "--threads", "1", "--epochs"])
             .arg((epoch + 2).to_string())
             .arg("--resume")
@@ -262,7 +263,7 @@ fn a_read_only_run_directory_is_a_clear_error() {
     let Some(fs) = Tmpfs::mount("ro,size=1m") else {
         return;
     };
-    let out = common::trainrt_command()
+    let out = crate::common::trainrt_command()
         .args(["run", "--epochs", "1", "--threads", "1", "--run-dir"])
         .arg(fs.path().join("run"))
         .output()
@@ -285,7 +286,7 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
         return;
     };
     let run = fs.path().join("run");
-    let out = common::trainrt_command()
+    let out = crate::common::trainrt_command()
         .args(["run", "--epochs", "400", "--threads", "1"])
         .args(["--callback", "early-stopping:patience=1000", "--run-dir"])
         .arg(&run)
@@ -318,7 +319,7 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
         let to = moved.join(f.strip_prefix(&run).unwrap());
         std::fs::copy(f, to).unwrap();
     }
-    let out = common::trainrt_command()
+    let out = crate::common::trainrt_command()
         .args(["run", "--threads", "1", "--epochs"])
         .arg((epoch + 1).to_string())
         .arg("--resume")

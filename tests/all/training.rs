@@ -1,18 +1,16 @@
 //! Real training with real (bundled) guests through the host.
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{jsonl, quick_config, summary, train, weights};
+use crate::common::{jsonl, quick_config, summary, train, weights};
+use trainrt::trainer::RunOutcome;
 
 #[test]
 fn default_mlp_on_digits_reaches_95_percent_with_bundled_callbacks() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick_config(30);
-    config.push_callback("logger");
-    config.push_callback("terminate-on-nan");
+    config.push_callback("logger").unwrap();
+    config.push_callback("terminate-on-nan").unwrap();
     let result = train(config, dir.path());
-    assert_eq!(result.outcome, "completed");
+    assert_eq!(result.outcome, RunOutcome::Completed);
     assert_eq!(result.epochs_completed, 30);
 
     let metrics = jsonl(dir.path(), "metrics.jsonl");
@@ -81,11 +79,11 @@ fn terminate_on_nan_stops_a_diverging_run_at_its_first_non_finite_step_without_p
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick_config(5);
     // Plain SGD at this rate overflows within the first epoch.
-    config.optimizer = "sgd".into();
+    config.optimizer = "sgd".parse().unwrap();
     config.lr = 1e12;
-    config.push_callback("terminate-on-nan");
+    config.push_callback("terminate-on-nan").unwrap();
     let result = train(config, dir.path());
-    assert_eq!(result.outcome, "stopped");
+    assert_eq!(result.outcome, RunOutcome::Stopped);
     let reason = result.reason.unwrap();
     assert!(
         reason.contains("terminate-on-nan: loss is"),
@@ -114,7 +112,7 @@ fn a_logger_leaves_weights_bitwise_identical() {
     let logged = tempfile::tempdir().unwrap();
     train(quick_config(4), plain.path());
     let mut config = quick_config(4);
-    config.push_callback("logger:every_n_batches=5");
+    config.push_callback("logger:every_n_batches=5").unwrap();
     train(config, logged.path());
     assert_eq!(
         weights(plain.path(), "last"),
@@ -144,13 +142,13 @@ fn same_seed_same_weights_other_seed_other_weights() {
 fn adamw_and_cnn_train_too() {
     let dir = tempfile::tempdir().unwrap();
     let config = trainrt::TrainConfig {
-        model: "cnn".into(),
-        optimizer: "adamw".into(),
+        model: "cnn".parse().unwrap(),
+        optimizer: "adamw".parse().unwrap(),
         lr: 0.003,
         ..quick_config(3)
     };
     let result = train(config, dir.path());
-    assert_eq!(result.outcome, "completed");
+    assert_eq!(result.outcome, RunOutcome::Completed);
     let last = jsonl(dir.path(), "metrics.jsonl").pop().unwrap();
     assert!(last["val_accuracy"].as_f64().unwrap() > 0.8, "{last}");
 }

@@ -1,16 +1,13 @@
 //! The `trainrt` command line: the happy paths a user follows, and every usage error prints a
 //! clear `trainrt: ...` message and exits 2.
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
-mod common;
 
 use std::path::Path;
 use std::process::Output;
 
-use common::{WatGuest, kind};
+use crate::common::{WatGuest, kind};
 
 fn trainrt(args: &[&str], cwd: &Path) -> Output {
-    common::trainrt_command()
+    crate::common::trainrt_command()
         .args(args)
         .current_dir(cwd)
         .output()
