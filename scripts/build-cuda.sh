@@ -6,22 +6,23 @@
 # system package is touched. The kernels are compiled for one compute capability, CUDA_COMPUTE_CAP
 # (default 90: H100/H200), since there is no GPU to detect.
 #
-#   scripts/build-cuda.sh            release build; the binary lands in target/cuda/trainrt
+#   scripts/build-cuda.sh            release build -> target/cuda/trainrt.gz (+ BUILD-INFO.txt)
 #   scripts/build-cuda.sh --check    compile-check the CUDA code paths only (what CI runs)
 #   scripts/build-cuda.sh --env      print the environment a manual `cargo ... --features cuda` needs
 #
-# Options: --out DIR (where the built binary is copied; default target/cuda).
+# Options: --out DIR (where the gzipped binary goes; default target/cuda).
 # Environment: CUDA_COMPUTE_CAP (default 90), TRAINRT_CUDA_CACHE (default ~/.cache/trainrt-cuda),
 # TRAINRT_CUDA_TARGET_DIR (cargo's target dir; default ~/.cache/trainrt-cuda-target; a separate
 # one, so the CUDA build never invalidates the CPU build's artifacts).
 #
 # Linking: candle-core 0.11.1 turns on cudarc's `dynamic-linking` feature unconditionally, and
 # cudarc refuses `dynamic-loading` next to it, so the binary links libcuda.so.1, libcudart.so.13,
-# libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and libnvrtc.so.13 by name (no rpath): they
-# must be on the loader's path where it runs, even for `--device cpu`. At build time libcuda (the
-# driver, which no wheel ships) is a stub generated here; the others are the pinned wheels' real
-# libraries, so a symbol the binary needs and CUDA 13.0 lacks fails the link, not the GPU run.
-# See docs/cuda.md.
+# libcublas.so.13 and libcurand.so.10 by name (no rpath): they must be on the loader's path where
+# it runs, even for `--device cpu`. At build time libcuda (the driver, which no wheel ships) is a
+# stub generated here; cudart, cuBLAS and cuRAND are the pinned wheels' real libraries, so a
+# symbol the binary needs and CUDA 13.0 lacks fails the link, not the GPU run. cudarc also asks
+# for -lnvrtc, of which the binary uses nothing (the linker drops it): an empty stub stands in,
+# and should that change, the link fails with the missing nvrtc symbols. See docs/cuda.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,20 +64,18 @@ COMPILER_WHEELS=(
     "nvidia-cuda-runtime==13.0.96 --hash=sha256:7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548"
     "nvidia-cuda-cccl==13.0.85 --hash=sha256:e0da7ad981f3a8aff08241b5bfc1af868742a63e2762f53a5171c492ef242649"
 )
-# The libraries the binary links (about 570 MB to download, cuBLAS most of it): only for a build.
+# The libraries the binary links (481 MB to download, cuBLAS 421 MB of it): only for a build.
 LINK_WHEELS=(
     "nvidia-cublas==13.0.2.14 --hash=sha256:0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c"
     "nvidia-curand==10.4.0.35 --hash=sha256:1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc"
-    "nvidia-cuda-nvrtc==13.0.88 --hash=sha256:ad9b6d2ead2435f11cbb6868809d2adeeee302e9bb94bcf0539c7a40d80e8575"
 )
 
 CACHE="${TRAINRT_CUDA_CACHE:-$HOME/.cache/trainrt-cuda}/cuda-$CUDA_VERSION"
 TOOLKIT="$CACHE/compiler/nvidia/cu13"
 LIBS="$CACHE/libs/nvidia/cu13/lib"
-# What cudarc's build script searches for libraries to link ($CUDA_ROOT/lib, $CUDA_ROOT/lib/stubs).
-LINK_ROOT="$CACHE/link"
-# A directory holding the libcuda stub as libcuda.so.1, for this script's own no-GPU smoke test.
-STUB_RUNTIME="$CACHE/stub-runtime"
+# The cudarc version Cargo.lock pins, whose driver bindings name the functions the stub exports.
+CUDARC_VERSION=$(awk '/^name = "cudarc"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+[[ -n "$CUDARC_VERSION" ]] || die "Cargo.lock has no cudarc; has candle-core's cuda feature changed?"
 
 # --- Installing the wheels -------------------------------------------------------------------
 # Installs a set of pinned wheels into $CACHE/NAME, unless exactly those pins are already there.
@@ -104,39 +103,37 @@ install_wheels() {
     mv "$dest.tmp" "$dest"
 }
 
-# The cudarc version Cargo.lock pins, whose driver bindings name the functions the stub exports.
 cudarc_source() {
-    local version dir
-    version=$(awk '/^name = "cudarc"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
-    [[ -n "$version" ]] || die "Cargo.lock has no cudarc; has candle-core's cuda feature changed?"
+    local dir
     cargo fetch --quiet >&2 || die "cargo fetch failed"
-    dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$version" 2>/dev/null | head -n 1)
-    [[ -n "$dir" && -f "$dir/src/driver/sys/mod.rs" ]] || die "cudarc $version's source is not in the cargo registry"
+    dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$CUDARC_VERSION" 2>/dev/null | head -n 1)
+    [[ -n "$dir" && -f "$dir/src/driver/sys/mod.rs" ]] ||
+        die "cudarc $CUDARC_VERSION's source is not in the cargo registry"
     echo "$dir"
 }
 
-# The link root: unversioned names for the wheels' libraries (what `-lcublas` looks for) and a
-# stub libcuda.so with libcuda.so.1's soname. The stub defines every driver function cudarc binds,
-# each returning CUDA_ERROR_STUB_LIBRARY (34), as NVIDIA's own stub does; the binary records only
-# the soname and binds to the real driver's libcuda.so.1 wherever it runs.
+# The link root: unversioned names for the wheels' libraries (what `-lcublas` looks for), a stub
+# libcuda.so with libcuda.so.1's soname and an empty libnvrtc.so. The libcuda stub defines every
+# driver function cudarc binds, each returning CUDA_ERROR_STUB_LIBRARY (34), as NVIDIA's own stub
+# does; the binary records only the soname and binds to the real driver's libcuda.so.1 wherever
+# it runs.
 make_link_root() {
-    local cudarc stamp names
-    cudarc=$(cudarc_source)
-    stamp="$(basename "$cudarc") $(printf '%s\n' "${LINK_WHEELS[@]}" | sha256sum | cut -c1-16)"
-    if [[ -f "$LINK_ROOT/.stamp" && "$(cat "$LINK_ROOT/.stamp")" == "$stamp" ]]; then
+    local cudarc names
+    if [[ -f "$LINK_ROOT/.done" ]]; then
         return 0
     fi
+    cudarc=$(cudarc_source)
     command -v cc >/dev/null || die "a C compiler (cc) is needed to build the libcuda link stub"
     say "making the link root $LINK_ROOT (libcuda stub from $(basename "$cudarc")'s bindings)"
-    rm -rf "$LINK_ROOT.tmp"
-    mkdir -p "$LINK_ROOT.tmp/lib/stubs" "$LINK_ROOT.tmp/stub-runtime"
+    rm -rf "$CACHE/.link.tmp"
+    mkdir -p "$CACHE/.link.tmp/lib/stubs" "$CACHE/.link.tmp/stub-runtime"
     local lib
     for lib in "$TOOLKIT/lib/libcudart.so.13" "$LIBS/libcublas.so.13" "$LIBS/libcublasLt.so.13" \
-        "$LIBS/libcurand.so.10" "$LIBS/libnvrtc.so.13"; do
+        "$LIBS/libcurand.so.10"; do
         [[ -f "$lib" ]] || die "$lib is missing from the installed wheels"
         local base
         base=$(basename "$lib")
-        ln -s "$lib" "$LINK_ROOT.tmp/lib/${base%%.so.*}.so"
+        ln -s "$lib" "$CACHE/.link.tmp/lib/${base%%.so.*}.so"
     done
     names=$(grep -oh 'load::<_F>("cu[A-Za-z0-9_]*")' "$cudarc/src/driver/sys/mod.rs" |
         sed 's/.*("\(.*\)")/\1/' | sort -u)
@@ -145,15 +142,27 @@ make_link_root() {
         echo "/* libcuda link stub, generated by scripts/build-cuda.sh; never loaded by trainrt. */"
         echo "#define STUB(f) int f(void) { return 34; /* CUDA_ERROR_STUB_LIBRARY */ }"
         sed 's/.*/STUB(&)/' <<<"$names"
-    } >"$LINK_ROOT.tmp/libcuda-stub.c"
-    cc -shared -fPIC -O1 -Wl,-soname,libcuda.so.1 -o "$LINK_ROOT.tmp/lib/stubs/libcuda.so" \
-        "$LINK_ROOT.tmp/libcuda-stub.c"
-    echo "$stamp" >"$LINK_ROOT.tmp/.stamp"
-    rm -rf "$LINK_ROOT" "$STUB_RUNTIME"
-    mv "$LINK_ROOT.tmp" "$LINK_ROOT"
-    mkdir -p "$STUB_RUNTIME"
-    ln -s "$LINK_ROOT/lib/stubs/libcuda.so" "$STUB_RUNTIME/libcuda.so.1"
+    } >"$CACHE/.link.tmp/libcuda-stub.c"
+    cc -shared -fPIC -O1 -Wl,-soname,libcuda.so.1 -o "$CACHE/.link.tmp/lib/stubs/libcuda.so" \
+        "$CACHE/.link.tmp/libcuda-stub.c"
+    echo "/* libnvrtc link stub, generated by scripts/build-cuda.sh: trainrt uses no NVRTC symbol. */" \
+        >"$CACHE/.link.tmp/libnvrtc-stub.c"
+    cc -shared -fPIC -Wl,-soname,libnvrtc.so.13 -o "$CACHE/.link.tmp/lib/stubs/libnvrtc.so" \
+        "$CACHE/.link.tmp/libnvrtc-stub.c"
+    ln -s "$LINK_ROOT/lib/stubs/libcuda.so" "$CACHE/.link.tmp/stub-runtime/libcuda.so.1"
+    touch "$CACHE/.link.tmp/.done"
+    rm -rf "$LINK_ROOT" "$CACHE"/link-*
+    mv "$CACHE/.link.tmp" "$LINK_ROOT"
 }
+# Where cudarc's build script finds the libraries to link ($CUDA_ROOT/lib, $CUDA_ROOT/lib/stubs).
+# Its name is a hash of what goes into it (the cudarc version, the library pins and the function
+# above), so any change to it changes CUDA_ROOT, which cudarc's build script watches: cargo then
+# relinks the binary, which it would not do for a changed library.
+LINK_ID=$(printf '%s\n' "$CUDARC_VERSION" "${LINK_WHEELS[@]}" "$(declare -f make_link_root)" |
+    sha256sum | cut -c1-12)
+LINK_ROOT="$CACHE/link-$LINK_ID"
+# The libcuda stub as libcuda.so.1, for this script's own no-GPU smoke test only.
+STUB_RUNTIME="$LINK_ROOT/stub-runtime"
 
 # --- Environment -----------------------------------------------------------------------------
 setup_env() {
@@ -232,22 +241,25 @@ run_smoke run --device cuda --data synthetic:samples=256,features=8,classes=3 --
     --run-dir "$smoke/cuda" >"$smoke/cuda.log" 2>&1
 code=$?
 set -e
-if [[ $code -ne 1 ]] || grep -q "panicked" "$smoke/cuda.log"; then
+message=$(grep -m 1 '^trainrt: ' "$smoke/cuda.log" || true)
+if [[ $code -ne 1 || -z "$message" ]] || grep -q "panicked" "$smoke/cuda.log"; then
     cat "$smoke/cuda.log" >&2
-    die "--device cuda without a GPU exited $code; expected 1 with an error, no panic"
+    die "--device cuda without a GPU exited $code; expected 1 with a 'trainrt: ' error, no panic"
 fi
-say "smoke test: CPU run ok; --device cuda without a GPU exits 1: $(tail -n 1 "$smoke/cuda.log")"
+say "smoke test: CPU run ok; --device cuda without a GPU exits 1: $message"
 
+# Gzipped (76 MB -> about 20 MB), to fit what is carried to a GPU machine.
 mkdir -p "$OUT_DIR"
-cp "$bin" "$OUT_DIR/trainrt.tmp"
-mv "$OUT_DIR/trainrt.tmp" "$OUT_DIR/trainrt"
+gzip -6 -c "$bin" >"$OUT_DIR/trainrt.gz.tmp"
+mv "$OUT_DIR/trainrt.gz.tmp" "$OUT_DIR/trainrt.gz"
 {
     echo "trainrt --features cuda, built by scripts/build-cuda.sh"
     echo "git: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (working tree had changes)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
     echo "cuda: $CUDA_VERSION (nvcc $nvcc_version), compute capability $CUDA_COMPUTE_CAP"
     echo "needs: $needed"
+    echo "sha256 (uncompressed): $(sha256sum "$bin" | cut -d' ' -f1)"
     echo "wheels:"
     printf '  %s\n' "${COMPILER_WHEELS[@]%% *}" "${LINK_WHEELS[@]%% *}"
 } >"$OUT_DIR/BUILD-INFO.txt"
-say "built $OUT_DIR/trainrt ($(du -h "$OUT_DIR/trainrt" | cut -f1)); run it with scripts/gpu-check.sh on a GPU machine"
+say "built $bin ($(du -h "$bin" | cut -f1)) and $OUT_DIR/trainrt.gz ($(du -h "$OUT_DIR/trainrt.gz" | cut -f1)), for scripts/gpu-check.sh on a GPU machine"
