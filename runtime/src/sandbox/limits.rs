@@ -47,7 +47,10 @@ impl Default for Limits {
     /// Generous for honest callbacks (which take microseconds and kilobytes), tight enough that a
     /// hostile one costs a run little: 100 ms and 50M instructions per call, 500 ms for init,
     /// 64 MiB of memory, 16 KiB of output per call and 1 MiB per run, 64 decisions per call,
-    /// 1 MiB of state, 64 MiB of component; compiling it, COMPILE_DEFAULTS.
+    /// 1 MiB of state, 64 MiB of component. Compiling a component that is neither bundled nor
+    /// cached may take 60 s of CPU time and 768 MiB: the largest real components, the Python
+    /// and JavaScript examples (18 and 13 MB), take 25-34 s and 410-490 MiB on a 2-vCPU Xeon,
+    /// where an unbounded compile bomb of 59 MB took 432 s and 1.7 GB.
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_millis(100),
@@ -59,8 +62,8 @@ impl Default for Limits {
             max_decisions_per_call: 64,
             max_state_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
-            compile_cpu_time: Duration::from_secs(10),
-            compile_memory_bytes: 512 << 20,
+            compile_cpu_time: Duration::from_secs(60),
+            compile_memory_bytes: 768 << 20,
         }
     }
 }
