@@ -466,11 +466,13 @@ mod tests {
             let e = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
             assert!(e.contains(expected), "{line}: {e}");
         }
-        let mut c = TrainConfig::default();
-        c.model = "mlp:64,32".parse().unwrap();
-        c.data = "synthetic:samples=100,features=4,classes=3"
-            .parse()
-            .unwrap();
+        let mut c = TrainConfig {
+            model: "mlp:64,32".parse().unwrap(),
+            data: "synthetic:samples=100,features=4,classes=3"
+                .parse()
+                .unwrap(),
+            ..TrainConfig::default()
+        };
         c.push_callback("early-stopping:patience=2").unwrap();
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["model"], "mlp:64,32");
