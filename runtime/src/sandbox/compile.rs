@@ -1,7 +1,7 @@
 //! Bounded compilation. Cranelift's cost depends on the shape of a component's code, not its size:
-//! a few megabytes of straight-line code in functions that are never called takes a minute and
-//! most of a gigabyte to compile, and fuel, deadlines and the memory cap only start once the
-//! component is instantiated. So a component that is neither bundled nor in the
+//! 7 MB of straight-line code in functions that are never called takes tens of seconds and most of
+//! a gigabyte to compile, and fuel, deadlines and the memory cap only start once the component is
+//! instantiated. So a component that is neither bundled nor in the
 //! compiled-component cache is compiled where the [`Compiler`] says: in a child process that sets
 //! its own CPU-time and memory limits first (`Limits::compile_cpu_time`,
 //! `Limits::compile_memory_bytes`) and is killed past a wall-clock deadline, or, for tests and
@@ -49,11 +49,12 @@ pub enum Compiler {
     InProcess,
     /// In a child process, `PROGRAM __compile`, under the callback's compile limits: the child
     /// sets `RLIMIT_CPU` to `compile_cpu_time` and `RLIMIT_DATA` to `compile_memory_bytes` before
-    /// it compiles the component, and is killed if it runs past `3 × compile_cpu_time + 2 s` of wall
-    /// time. It compiles on at most 4 threads (unless `RAYON_NUM_THREADS` is set), so the memory
-    /// limit means the same on every machine. PROGRAM is a `trainrt` binary (the CLI passes itself), or any program that answers
-    /// `__compile` by calling [`serve_compile`]; wasmtime refuses its artifact unless it was
-    /// compiled by an engine configured like this one.
+    /// it compiles the component, and is killed if it runs past `3 × compile_cpu_time + 2 s` of
+    /// wall time. It compiles on at most 4 threads (unless `RAYON_NUM_THREADS` is set), so the
+    /// memory limit means the same on every machine. PROGRAM is a `trainrt` binary (the CLI
+    /// passes itself), or any program that answers `__compile` by calling [`serve_compile`];
+    /// wasmtime refuses its artifact unless it was compiled by an engine configured like this
+    /// one.
     Process(PathBuf),
 }
 
@@ -108,33 +109,33 @@ pub(crate) fn load(
 }
 
 /// What a user reads when a compile limit stops a component: the limit, its value, and the
-/// `--sandbox` key that raises it.
+/// `--sandbox` key that raises it (with twice the value as the example).
 fn limit_message(name: &str, hit: LimitHit) -> String {
     let (what, key, example) = match hit {
-        LimitHit::CpuTime(limit) => (
-            format!(
-                "compiling the component used more than {} of CPU time",
-                seconds(limit)
-            ),
-            "compile_cpu_time",
-            "60s",
-        ),
+        LimitHit::CpuTime(limit) => {
+            let effective = cpu_seconds(limit);
+            (
+                format!("compiling the component used more than {effective} s of CPU time"),
+                "compile_cpu_time",
+                format!("{}s", effective.saturating_mul(2)),
+            )
+        }
         LimitHit::Memory(limit) => (
             format!(
-                "compiling the component needed more than {} MiB of memory",
-                limit >> 20
+                "compiling the component needed more than {} of memory",
+                size(limit)
             ),
             "compile_memory_bytes",
-            "4GiB",
+            size(limit.saturating_mul(2)).replace(' ', ""),
         ),
         LimitHit::WallClock(deadline) => (
             format!(
-                "compiling the component took more than {} of wall-clock time (3 × \
+                "compiling the component took more than {} s of wall-clock time (3 × \
                  compile_cpu_time + 2 s) and was stopped",
-                seconds(deadline)
+                deadline.as_secs_f64()
             ),
             "compile_cpu_time",
-            "60s",
+            format!("{}s", deadline.as_secs().max(1)),
         ),
     };
     format!(
@@ -144,8 +145,13 @@ fn limit_message(name: &str, hit: LimitHit) -> String {
     )
 }
 
-fn seconds(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
+/// A byte count in MiB when it is whole MiB, else in bytes.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} B")
+    }
 }
 
 impl Compiler {
@@ -208,7 +214,9 @@ fn in_child(program: &Path, bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, Co
     }
     // A backtrace captured on an error or a failed allocation costs time and memory for
     // nothing: the parent reads only the message.
-    command.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+    command
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     let mut child = command
         .arg(COMPILE_SUBCOMMAND)
         .arg("--cpu-time-ms")

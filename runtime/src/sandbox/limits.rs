@@ -49,8 +49,8 @@ impl Default for Limits {
     /// 64 MiB of memory, 16 KiB of output per call and 1 MiB per run, 64 decisions per call,
     /// 1 MiB of state, 64 MiB of component. Compiling a component that is neither bundled nor
     /// cached may take 60 s of CPU time and 768 MiB: the largest real components, the Python
-    /// and JavaScript examples (18 and 13 MB), take 25-34 s and 410-490 MiB on a 2-vCPU Xeon,
-    /// where an unbounded compile bomb of 59 MB took 432 s and 1.7 GB.
+    /// and JavaScript examples (18 and 13 MB), take 19-38 s and 410-490 MiB on a 2-vCPU AMD EPYC
+    /// VM, where an unbounded compile bomb of 59 MB took 432 s and 1.7 GB.
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_millis(100),
