@@ -142,7 +142,8 @@ mod tests {
     use super::*;
     use crate::contract::{FaultKind, Outcome};
 
-    fn batch_end(step: u64) -> Event {
+    /// A `batch-end` event at `step` of epoch 0 (also used by the subscription tests).
+    pub(crate) fn batch_end(step: u64) -> Event {
         Event::BatchEnd(BatchMetrics {
             epoch: 0,
             batch: 0,

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use trainrt::sandbox::{Compiler, ComponentCache, Limits, SandboxError};
 use trainrt::{CompiledCallback, Sandbox};
 
-use crate::common::{WatGuest, kind};
+use crate::common::{WatGuest, kind, stderr_of as stderr};
 
 /// A callback with `functions` never-called functions of `statements` straight-line statements
 /// each, every value kept live to the end of its function: about a second of Cranelift register
@@ -44,16 +44,7 @@ fn memory_bomb() -> Vec<u8> {
 
 /// `trainrt ARGS` in `cwd`, caching compiled components in `cache` only.
 fn trainrt(args: &[&str], cwd: &Path, cache: &Path) -> Output {
-    crate::common::trainrt_command()
-        .env("TRAINRT_CACHE_DIR", cache)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("trainrt runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    crate::common::run_trainrt(args, cwd, &[("TRAINRT_CACHE_DIR", cache)])
 }
 
 /// Asserts a usage error (exit 2) that names `compile-limit`, the limit, and the `--sandbox`

@@ -4,18 +4,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::common::{WatGuest, kind};
+use crate::common::{WatGuest, kind, stderr_of as stderr};
 
 fn trainrt(args: &[&str], cwd: &Path) -> Output {
-    crate::common::trainrt_command()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("trainrt runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    crate::common::run_trainrt(args, cwd, &[])
 }
 
 /// Asserts exit code 2 and that stderr mentions every fragment.

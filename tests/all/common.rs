@@ -33,6 +33,24 @@ pub fn trainrt_command() -> std::process::Command {
     command
 }
 
+/// Runs `trainrt ARGS` in `cwd` to the end; `env` overrides variables (e.g. the cache dir).
+pub fn run_trainrt(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> std::process::Output {
+    let mut command = trainrt_command();
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("trainrt runs")
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A short digits run: small enough for a test, long enough to learn.
 pub fn quick_config(epochs: u32) -> TrainConfig {
     TrainConfig {

@@ -82,11 +82,10 @@ fn every_decision(label: &str, n: u32) -> Vec<WitDecision> {
 }
 
 /// A Rust callback built on the guest SDK returns every kind of decision, intact, from each
-/// event the SDK exports by hand (lowered into reused buffers, no post-return); a call that
-/// decides nothing after one that decided seven returns nothing, and each call's strings are its
-/// own.
+/// per-batch and per-epoch event; a call that decides nothing after one that decided seven
+/// returns nothing, and each call's strings are its own.
 #[test]
-fn an_sdk_callbacks_decisions_reach_the_host_intact_from_every_hand_exported_event() {
+fn an_sdk_callbacks_decisions_reach_the_host_intact_from_every_per_batch_and_epoch_event() {
     let wasm = wasip2_guest("deciding-guest");
     let mut options = CallbackOptions::new(wasm.display().to_string().parse().unwrap());
     options.inert_wasi = true;

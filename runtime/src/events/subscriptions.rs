@@ -67,19 +67,7 @@ fn bit(kind: EventKind) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::BatchMetrics;
-
-    fn batch_end(step: u64) -> Event {
-        Event::BatchEnd(BatchMetrics {
-            epoch: 0,
-            batch: 0,
-            step,
-            loss: 1.0,
-            accuracy: 0.5,
-            lr: 0.1,
-            grad_norm: 1.0,
-        })
-    }
+    use crate::events::tests::batch_end;
 
     #[test]
     fn subscriptions_filter_kinds_and_batch_stride() {
