@@ -1,15 +1,17 @@
 //! Guest text made safe to show: every string a callback hands the host (log lines, reasons,
 //! tags, names) passes through here before it reaches a terminal or a file.
 
-/// Makes guest text safe for a terminal and a log file: control characters are escaped and the
-/// result is cut to at most `max_bytes` (on a character boundary, marked with `…`).
+/// Makes guest text safe for a terminal and a log file: control characters and invisible
+/// formatting characters (bidirectional overrides such as U+202E, zero-width characters, line
+/// and paragraph separators; see [`is_unsafe_char`]) are escaped as `\u{...}`, and the result is
+/// cut to at most `max_bytes` (on a character boundary, marked with `…`).
 pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
     if is_printable_within(text, max_bytes) {
         return text.to_string();
     }
     let mut out = String::with_capacity(text.len().min(max_bytes));
     for c in text.chars() {
-        let escaped = c.is_control().then(|| c.escape_default());
+        let escaped = is_unsafe_char(c).then(|| c.escape_default());
         let len = escaped
             .as_ref()
             .map_or(c.len_utf8(), ExactSizeIterator::len);
@@ -28,9 +30,43 @@ pub(crate) fn printable(text: &str, max_bytes: usize) -> String {
 /// Whether [`printable`] would return `text` unchanged.
 pub(crate) fn is_printable_within(text: &str, max_bytes: usize) -> bool {
     // Printable ASCII, the usual log line, is checked by bytes; anything else is decoded to find
-    // control characters, C1 controls (U+0080..U+009F) included.
+    // control characters, C1 controls (U+0080..U+009F) included, and formatting characters.
     text.len() <= max_bytes
-        && (is_printable_ascii(text.as_bytes()) || !text.chars().any(char::is_control))
+        && (is_printable_ascii(text.as_bytes()) || !text.chars().any(is_unsafe_char))
+}
+
+/// Whether `c` must be escaped before guest text reaches a terminal or a file: a control
+/// character, or an invisible character that changes how the text around it is shown or read:
+/// Unicode's format characters (category Cf: bidirectional embeddings, overrides and isolates
+/// such as U+202E, which make a line read backwards; zero-width spaces and joiners; the byte
+/// order mark; invisible tag characters) and the line and paragraph separators (U+2028, U+2029),
+/// which some viewers break lines at.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 /// Whether every byte is printable ASCII (0x20..=0x7E). Checked in fixed-size blocks without an
@@ -83,6 +119,27 @@ mod tests {
         assert_eq!(printable("a\u{7f}b\u{85}c", 100), "a\\u{7f}b\\u{85}c");
         // An escape that does not fit is cut whole, never split.
         assert_eq!(printable("abcdefgh\n", 9), "abcdefgh…");
+    }
+
+    #[test]
+    fn printable_escapes_invisible_formatting_characters() {
+        // A right-to-left override would make the rest of the line read backwards.
+        assert_eq!(printable("ok \u{202E}exe.txt", 100), "ok \\u{202e}exe.txt");
+        for c in [
+            '\u{200B}',
+            '\u{200F}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{E0041}',
+        ] {
+            let text = format!("a{c}b");
+            assert!(!is_printable_within(&text, 100), "{c:?}");
+            assert_eq!(printable(&text, 100), format!("a{}b", c.escape_default()));
+        }
+        // Visible non-ASCII text is left alone.
+        assert_eq!(printable("λ=0.5 → ✓ 学习", 100), "λ=0.5 → ✓ 学习");
     }
 
     #[test]
