@@ -121,10 +121,20 @@ for lang in "${LANGS[@]}"; do
     printf '%s: %s bytes, built in %ss\n' "$lang" "$(wc -c <"$wasm")" $((SECONDS - start))
 done
 
-# The --sandbox flags a component needs: inert_wasi if it imports wasi:filesystem or wasi:sockets.
+# The --sandbox flags a component needs: inert_wasi if it imports wasi:filesystem or wasi:sockets,
+# and compile limits above the defaults (5 s, 256 MiB) for the components that carry a language
+# runtime (Python's and JavaScript's: 13-18 MB, 19-38 s of CPU time to compile, once).
 sandbox_args() {
+    local flags=()
     if wasm-tools component wit "$1" | grep -Eq '^ *import wasi:(filesystem|sockets)/'; then
-        echo "--sandbox $NAME:inert_wasi=true"
+        flags+=(inert_wasi=true)
+    fi
+    case $2 in
+        python | js) flags+=(compile_cpu_time=120s compile_memory_bytes=1GiB) ;;
+    esac
+    if [ ${#flags[@]} -gt 0 ]; then
+        local IFS=,
+        echo "--sandbox $NAME:${flags[*]}"
     fi
 }
 
@@ -138,7 +148,7 @@ for lang in "${LANGS[@]}"; do
     out=$work/$lang
     mkdir -p "$out"
     # shellcheck disable=SC2207 # the flags are words without spaces
-    sandbox=($(sandbox_args "$wasm"))
+    sandbox=($(sandbox_args "$wasm" "$lang"))
 
     step "$lang: trainrt check"
     start=$(date +%s%N)

@@ -132,8 +132,11 @@ pub struct LoadedCheckpoint {
     pub optimizer: HashMap<String, Tensor>,
 }
 
-/// Checks that `tag` can name a checkpoint file: 1 to 64 characters from `[A-Za-z0-9_.-]`, not
-/// starting with `.` (so never `.`, `..` or a hidden file) and never a path.
+/// Checks that `tag` can name a checkpoint file on any file system: 1 to 64 characters from
+/// `[A-Za-z0-9_.-]`, not starting with `.` (so never `.`, `..` or a hidden file) nor ending with
+/// one (Windows drops it), never a path, and never a name Windows reserves for a device (`con`,
+/// `nul`, `com1`, ... in any case, with or without an extension). Tags that differ only in case
+/// name one file on case-insensitive file systems; [`crate::decision`] keeps them apart.
 pub fn validate_tag(tag: &str) -> Result<(), String> {
     if tag.is_empty() || tag.len() > 64 {
         return Err(format!(
@@ -151,6 +154,19 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
     }
     if tag.starts_with('.') {
         return Err("must not start with `.`".into());
+    }
+    if tag.ends_with('.') {
+        return Err("must not end with `.`".into());
+    }
+    let stem = tag.split('.').next().unwrap_or(tag).to_ascii_lowercase();
+    let device = matches!(stem.as_str(), "con" | "prn" | "aux" | "nul")
+        || (stem.len() == 4
+            && (stem.starts_with("com") || stem.starts_with("lpt"))
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'));
+    if device {
+        return Err(format!(
+            "`{stem}` is a device name on Windows, where the file could not be created"
+        ));
     }
     Ok(())
 }
@@ -187,6 +203,16 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// The checkpoint file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether the checkpoint is empty (never: it holds a header at least).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The same checkpoint under another tag in the same directory, sharing the bytes: the tag
     /// is the file's name, not part of its content.
     pub fn retagged(&self, tag: &str) -> Result<Encoded, CheckpointError> {

@@ -45,8 +45,10 @@ pub enum ConfigError {
 /// The keys `--sandbox` accepts, for error messages.
 const SANDBOX_KEYS: &str = "call_timeout, init_timeout, fuel_per_call, memory_bytes, \
     log_bytes_per_call, log_bytes_per_run, max_decisions_per_call, max_state_bytes, \
-    max_component_bytes, compile_cpu_time, compile_memory_bytes, on_fault, max_restarts, \
-    inert_wasi";
+    max_component_bytes, compile_cpu_time, compile_memory_bytes, fuel_per_run, time_share, \
+    time_grace, decisions_per_run, checkpoint_tags, checkpoint_saves_per_epoch, \
+    checkpoint_bytes_per_run, metric_names, \
+    validations_per_epoch, restores_per_epoch, on_fault, max_restarts, inert_wasi";
 
 /// Sets one option by its config-file key. Durations take `ms` or `s` (bare numbers are
 /// milliseconds), sizes take `KiB`, `MiB` or `GiB` (bare numbers are bytes).
@@ -77,9 +79,7 @@ fn set_option(entry: &mut CallbackOptions, key: &str, value: &str) -> Result<(),
             l.log_bytes_per_run = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
         }
         "max_decisions_per_call" => {
-            l.max_decisions_per_call = parse_count(value)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad("a whole number"))?
+            l.max_decisions_per_call = parse_usize(value).ok_or_else(|| bad("a whole number"))?
         }
         "max_state_bytes" => {
             l.max_state_bytes = parse_size(value).ok_or_else(|| bad("a size like 1MiB"))?
@@ -92,6 +92,42 @@ fn set_option(entry: &mut CallbackOptions, key: &str, value: &str) -> Result<(),
         }
         "compile_memory_bytes" => {
             l.compile_memory_bytes = parse_size(value).ok_or_else(|| bad("a size like 512MiB"))?
+        }
+        "fuel_per_run" => {
+            l.fuel_per_run = parse_count(value).ok_or_else(|| bad("a whole number"))?
+        }
+        "time_share" => {
+            l.time_share = value
+                .parse::<f64>()
+                .ok()
+                .filter(|share| share.is_finite() && *share > 0.0)
+                .ok_or_else(|| bad("a share of the run's time > 0, like 0.25"))?
+        }
+        "time_grace" => {
+            l.time_grace = parse_millis(value).ok_or_else(|| bad("a duration like 1s"))?
+        }
+        "decisions_per_run" => {
+            l.decisions_per_run = parse_count(value).ok_or_else(|| bad("a whole number"))?
+        }
+        "checkpoint_tags" => {
+            l.checkpoint_tags = parse_usize(value).ok_or_else(|| bad("a whole number"))?
+        }
+        "checkpoint_saves_per_epoch" => {
+            l.checkpoint_saves_per_epoch = value.parse().map_err(|_| bad("a whole number"))?
+        }
+        "checkpoint_bytes_per_run" => {
+            l.checkpoint_bytes_per_run = parse_size(value)
+                .map(|n| n as u64)
+                .ok_or_else(|| bad("a size like 16GiB"))?
+        }
+        "metric_names" => {
+            l.metric_names = parse_usize(value).ok_or_else(|| bad("a whole number"))?
+        }
+        "validations_per_epoch" => {
+            l.validations_per_epoch = value.parse().map_err(|_| bad("a whole number"))?
+        }
+        "restores_per_epoch" => {
+            l.restores_per_epoch = value.parse().map_err(|_| bad("a whole number"))?
         }
         "on_fault" => {
             entry.on_fault = value
@@ -159,6 +195,10 @@ pub fn apply_sandbox_flags(
 
 fn parse_count(value: &str) -> Option<u64> {
     value.replace('_', "").parse().ok()
+}
+
+fn parse_usize(value: &str) -> Option<usize> {
+    parse_count(value).and_then(|n| usize::try_from(n).ok())
 }
 
 fn parse_millis(value: &str) -> Option<std::time::Duration> {

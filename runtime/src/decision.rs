@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::checkpoint::{LAST_TAG, validate_tag};
-use crate::contract::{Decision, EventKind};
+use crate::contract::{Decision, EventKind, Metric};
 use crate::events::{is_builtin_metric, json_number as num, kind_name};
 use crate::sandbox::printable;
 
@@ -91,10 +91,10 @@ pub struct DecisionSet {
     pub lr: Option<Attributed<f64>>,
     /// The checkpoint to restore: the last callback's wins.
     pub restore: Option<Attributed<String>>,
-    /// Run validation now.
-    pub validate_now: bool,
-    /// Custom metrics to record.
-    pub metrics: Vec<(String, f64)>,
+    /// Run validation now: each callback that asked (one validation runs however many did).
+    pub validations: Vec<Attributed<()>>,
+    /// Custom metrics to record, in order (a later value of a name wins).
+    pub metrics: Vec<Attributed<Metric>>,
     records: Vec<DecisionRecord>,
 }
 
@@ -141,7 +141,10 @@ impl DecisionSet {
             }
             Ok(Decision::EndEpoch) => self.end_epoch = true,
             Ok(Decision::SaveCheckpoint(tag)) => {
-                if !self.saves.iter().any(|s| s.value == tag) {
+                if let Some(twin) = case_twin(&tag, self.saves.iter().map(|s| &s.value)) {
+                    record.status = Status::Rejected;
+                    record.reason = Some(case_collision(&tag, twin));
+                } else if !self.saves.iter().any(|s| s.value == tag) {
                     self.saves.push(attributed(callback, tag, index));
                 }
             }
@@ -155,8 +158,8 @@ impl DecisionSet {
                     self.overridden(previous.record, callback);
                 }
             }
-            Ok(Decision::ValidateNow) => self.validate_now = true,
-            Ok(Decision::LogMetric(m)) => self.metrics.push((m.name, m.value)),
+            Ok(Decision::ValidateNow) => self.validations.push(attributed(callback, (), index)),
+            Ok(Decision::LogMetric(m)) => self.metrics.push(attributed(callback, m, index)),
         }
         self.records.push(record);
     }
@@ -202,10 +205,14 @@ pub fn validate(
         Decision::StopTraining(reason) => Ok(Decision::StopTraining(printable(&reason, 512))),
         Decision::SaveCheckpoint(tag) => {
             own_tag(&tag)?;
-            if tag == LAST_TAG {
+            if tag.eq_ignore_ascii_case(LAST_TAG) {
                 return Err(format!(
-                    "checkpoint tag '{LAST_TAG}' is reserved for the trainer's own checkpoint"
+                    "checkpoint tag '{LAST_TAG}' (in any case) is reserved for the trainer's own \
+                     checkpoint"
                 ));
+            }
+            if let Some(existing) = case_twin(&tag, known_tags.iter()) {
+                return Err(case_collision(&tag, existing));
             }
             Ok(Decision::SaveCheckpoint(tag))
         }
@@ -218,12 +225,17 @@ pub fn validate(
         }
         Decision::SetLearningRate(lr) => {
             if !lr.is_finite() || lr <= 0.0 {
-                return Err(format!("learning rate {lr} is not a finite number > 0"));
+                return Err(format!(
+                    "learning rate {} is not a finite number > 0",
+                    short(lr)
+                ));
             }
             if lr < policy.min_lr || lr > policy.max_lr {
                 return Err(format!(
-                    "learning rate {lr} is outside the allowed range [{}, {}]",
-                    policy.min_lr, policy.max_lr
+                    "learning rate {} is outside the allowed range [{}, {}]",
+                    short(lr),
+                    short(policy.min_lr),
+                    short(policy.max_lr)
                 ));
             }
             Ok(Decision::SetLearningRate(lr))
@@ -258,6 +270,31 @@ pub fn validate(
     }
 }
 
+/// A tag among `tags` that differs from `tag` only in case: on a case-insensitive file system
+/// (macOS, Windows) the two would be one file.
+fn case_twin<'a>(tag: &str, tags: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    tags.map(String::as_str)
+        .find(|t| *t != tag && t.eq_ignore_ascii_case(tag))
+}
+
+fn case_collision(tag: &str, existing: &str) -> String {
+    format!(
+        "checkpoint tag '{tag}' differs from '{existing}' only in case, and the two would be one \
+         file on a case-insensitive file system; use '{existing}'"
+    )
+}
+
+/// A number for a message: plain when it reads well (`0.05`, `12.5`), in scientific notation
+/// when plain would run to many digits (`1e300`, `1e-12`).
+fn short(x: f64) -> String {
+    let magnitude = x.abs();
+    if magnitude != 0.0 && magnitude.is_finite() && !(1e-4..1e6).contains(&magnitude) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// The JSON form of a decision for the run's logs: `{"kind": "set-learning-rate", "lr": 0.01}`.
 /// Guest strings are cut and made printable; non-finite numbers are kept as strings.
 pub fn decision_json(decision: &Decision) -> Value {
@@ -279,7 +316,6 @@ pub fn decision_json(decision: &Decision) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::Metric;
 
     fn set_with(decisions: &[(&str, Decision)]) -> DecisionSet {
         let mut set = DecisionSet::default();
@@ -312,6 +348,19 @@ mod tests {
     }
 
     #[test]
+    fn tags_that_differ_only_in_case_are_one_tag() {
+        let set = set_with(&[
+            ("a", Decision::SaveCheckpoint("top".into())),
+            ("b", Decision::SaveCheckpoint("TOP".into())),
+            ("c", Decision::SaveCheckpoint("top".into())),
+        ]);
+        let saved: Vec<&str> = set.saves.iter().map(|s| s.value.as_str()).collect();
+        assert_eq!(saved, ["top"]);
+        assert_eq!(set.records()[1].status, Status::Rejected);
+        assert_eq!(set.records()[2].status, Status::Applied);
+    }
+
+    #[test]
     fn first_stop_reason_is_kept() {
         let set = set_with(&[
             ("a", Decision::StopTraining("first".into())),
@@ -332,6 +381,19 @@ mod tests {
                 "invalid checkpoint tag",
             ),
             (Decision::SaveCheckpoint("last".into()), "reserved"),
+            (Decision::SaveCheckpoint("LAST".into()), "reserved"),
+            (
+                Decision::SaveCheckpoint("CON".into()),
+                "device name on Windows",
+            ),
+            (
+                Decision::SaveCheckpoint("Best".into()),
+                "differs from 'best' only in case",
+            ),
+            (
+                Decision::SetLearningRate(1e300),
+                "learning rate 1e300 is outside the allowed range [1e-12, 100]",
+            ),
             (
                 Decision::RestoreCheckpoint("nope".into()),
                 "no checkpoint tagged 'nope'",
@@ -391,7 +453,12 @@ mod tests {
             ("b", Decision::SaveCheckpoint("epoch-0003".into())),
         ]);
         assert_eq!(set.restore.unwrap().value, "best");
-        assert_eq!(set.metrics, vec![("wait".to_string(), 2.0)]);
+        let metrics: Vec<(&str, &str, f64)> = set
+            .metrics
+            .iter()
+            .map(|m| (m.callback.as_str(), m.value.name.as_str(), m.value.value))
+            .collect();
+        assert_eq!(metrics, [("a", "wait", 2.0)]);
         assert_eq!(set.saves.len(), 1);
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -11,7 +12,7 @@ use crate::callback::{
 };
 use crate::contract::{Decision, EventKind, Level, RunInfo};
 use crate::events::{Event, kind_name};
-use crate::sandbox::{CallbackFaultKind, Fault, LogLine, Sandbox};
+use crate::sandbox::{CallTotals, CallbackFaultKind, Fault, LogLine, RunBudget, Sandbox, Spend};
 
 /// A fault, as recorded in `faults.jsonl` and reported to subscribed callbacks.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +109,31 @@ struct Slot {
     faults: BTreeMap<CallbackFaultKind, u32>,
     restarts: u32,
     dropped_log_bytes: u64,
+    /// What it has spent of its run budgets, across restarts.
+    budget: RunBudget,
+}
+
+impl Slot {
+    /// Calls, time, fuel and decisions of every instance so far, the live one included.
+    fn stats(&self) -> CallStats {
+        let mut stats = self.stats;
+        if let Some(i) = &self.instance {
+            add_stats(&mut stats, &i.stats());
+        }
+        stats
+    }
+
+    /// Checks the run budgets after a call.
+    fn check_budget(&mut self, run_started: Instant) -> Result<(), Fault> {
+        let stats = self.stats();
+        let totals = CallTotals {
+            fuel: stats.fuel_used,
+            time: std::time::Duration::from_nanos(stats.total_time_ns),
+            decisions: stats.decisions,
+        };
+        self.budget
+            .check_calls(&self.options.limits, totals, || run_started.elapsed())
+    }
 }
 
 /// One decision-bearing answer from a callback.
@@ -129,6 +155,8 @@ pub struct CallbackHost {
     abort: Option<FaultRecord>,
     /// The answers to the event being dispatched; kept between events for its capacity.
     answers: Vec<Answer>,
+    /// When the callbacks started: the run's time so far, which `time_share` is a share of.
+    started: Instant,
 }
 
 impl CallbackHost {
@@ -183,6 +211,7 @@ impl CallbackHost {
                 faults: BTreeMap::new(),
                 restarts: 0,
                 dropped_log_bytes: 0,
+                budget: RunBudget::default(),
             });
         }
         Ok(Self {
@@ -193,6 +222,7 @@ impl CallbackHost {
             logs: Vec::new(),
             abort: None,
             answers: Vec::new(),
+            started: Instant::now(),
         })
     }
 
@@ -229,7 +259,9 @@ impl CallbackHost {
                 continue;
             }
             delivered = true;
-            let result = instance.deliver(&self.sandbox, event);
+            let result = instance
+                .deliver(&self.sandbox, event)
+                .and_then(|d| slot.check_budget(self.started).map(|()| d));
             // On a fault, `handle_fault` collects the logs (they may explain it).
             if result.is_ok() {
                 collect_logs(slot, &mut self.logs);
@@ -261,7 +293,9 @@ impl CallbackHost {
             let Some(instance) = slot.instance.as_mut() else {
                 continue;
             };
-            let result = instance.snapshot(&self.sandbox);
+            let result = instance
+                .snapshot(&self.sandbox)
+                .and_then(|state| slot.check_budget(self.started).map(|()| state));
             // On a fault, `handle_fault` collects the logs (they may explain it).
             if result.is_ok() {
                 collect_logs(slot, &mut self.logs);
@@ -292,7 +326,9 @@ impl CallbackHost {
             let Some(instance) = slot.instance.as_mut() else {
                 continue;
             };
-            let result = instance.restore(&self.sandbox, &state);
+            let result = instance
+                .restore(&self.sandbox, &state)
+                .and_then(|()| slot.check_budget(self.started));
             // On a fault, `handle_fault` collects the logs (they may explain it).
             if result.is_ok() {
                 collect_logs(slot, &mut self.logs);
@@ -300,6 +336,33 @@ impl CallbackHost {
             match result {
                 Ok(()) => slot.last_good_state = Some(state),
                 Err(fault) => self.handle_fault(i, "restore-state", epoch, step, fault),
+            }
+        }
+    }
+
+    /// Charges callback `name` for applying one of its decisions (answering an event of `epoch`
+    /// and `step`, `during` its kind). `Err` with the reason when the decision must not be applied
+    /// because the callback is over a run budget; the first time, the `budget` fault is handled
+    /// as its policy says and queued for [`CallbackHost::take_faults`].
+    pub fn charge(
+        &mut self,
+        name: &str,
+        spend: Spend<'_>,
+        during: &str,
+        epoch: u32,
+        step: u64,
+    ) -> Result<(), String> {
+        let Some(index) = self.slots.iter().position(|s| *s.name == *name) else {
+            return Ok(());
+        };
+        let slot = &mut self.slots[index];
+        match slot.budget.spend(&slot.options.limits, spend) {
+            Ok(()) => Ok(()),
+            Err(None) => Err(format!("{name} is over a run budget")),
+            Err(Some(fault)) => {
+                let reason = format!("over budget: {}", fault.message);
+                self.handle_fault(index, during, epoch, step, fault);
+                Err(reason)
             }
         }
     }
@@ -330,12 +393,9 @@ impl CallbackHost {
         self.slots
             .iter()
             .map(|s| {
-                let mut stats = s.stats;
-                let mut dropped = s.dropped_log_bytes;
-                if let Some(i) = &s.instance {
-                    add_stats(&mut stats, &i.stats());
-                    dropped += i.dropped_log_bytes();
-                }
+                let stats = s.stats();
+                let dropped =
+                    s.dropped_log_bytes + s.instance.as_ref().map_or(0, |i| i.dropped_log_bytes());
                 let mean = if stats.calls == 0 {
                     0.0
                 } else {
@@ -384,6 +444,10 @@ impl CallbackHost {
         let action = match slot.options.on_fault {
             FaultPolicy::Abort => FaultAction::Aborted,
             FaultPolicy::Disable => FaultAction::Disabled,
+            // A budget outlives instances: a fresh one would start over it.
+            FaultPolicy::Restart if fault.kind == CallbackFaultKind::Budget => {
+                FaultAction::Disabled
+            }
             FaultPolicy::Restart if slot.restarts >= slot.options.max_restarts => {
                 FaultAction::Disabled
             }

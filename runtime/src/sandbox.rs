@@ -1,5 +1,6 @@
 //! All sandbox policy in one place: the wasmtime engine configuration (`engine`), per-callback
-//! limits and the checks on what a guest returns (`limits`), what a guest may import
+//! limits and the checks on what a guest returns (`limits`), what a callback has spent of its
+//! budgets for the whole run (`budget`), what a guest may import
 //! (`imports`), how its output is captured and budgeted (`guest`, `capture`, `text`), how a
 //! failure is classified (`fault`), and how a component is compiled under limits (`compile`).
 //!
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod budget;
 mod cache;
 mod capture;
 mod compile;
@@ -24,16 +26,17 @@ mod imports;
 mod limits;
 mod text;
 
+pub use self::budget::{CallTotals, RunBudget, Spend};
 pub use self::cache::{CacheOutcome, ComponentCache};
 pub use self::compile::{COMPILE_SUBCOMMAND, Compiler, serve_compile};
 pub use self::engine::WASM_STACK_BYTES;
 pub use self::fault::CallbackFaultKind;
 pub use self::fault::Fault;
-pub(crate) use self::fault::{classify, describe};
+pub(crate) use self::fault::{describe, fault_of};
 pub use self::guest::{GuestState, LogLine};
 pub use self::imports::{ImportVerdict, import_verdict};
 pub(crate) use self::imports::{check_grants, compile};
-pub use self::limits::Limits;
+pub use self::limits::{HOST_BYTES_PER_FUEL, Limits};
 pub(crate) use self::text::printable;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -156,6 +159,7 @@ impl Sandbox {
     pub(crate) fn new_store(&self, limits: &Limits) -> Store<GuestState> {
         let mut store = Store::new(&self.engine, GuestState::new(limits));
         store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.set_hostcall_fuel(limits.transfer_bytes());
         store
     }
 

@@ -146,6 +146,31 @@ pub struct RunSummary {
     pub wall_time_s: f64,
     /// Per-callback statistics.
     pub callbacks: Vec<CallbackReport>,
+    /// Set when the run ends on weights a callback restored after the last training step (e.g.
+    /// the best epoch's, at `train-end`): `final_metrics` were measured before that restore, so
+    /// these say which weights the run ended with, validated again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_weights: Option<RestoredWeights>,
+}
+
+/// Weights restored from a checkpoint after the last training step: what the run ends with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoredWeights {
+    /// The checkpoint's tag.
+    pub tag: String,
+    /// The callback whose decision restored it.
+    pub by: String,
+    /// Epochs completed when the checkpoint was saved.
+    pub epochs_completed: u32,
+    /// Optimizer steps taken when the checkpoint was saved.
+    pub step: u64,
+    /// Validation loss of the restored weights, measured after the run (none without a
+    /// validation set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy of the restored weights, measured likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// A run to start: a validated config and where it lives.
@@ -217,6 +242,8 @@ struct Progress {
     last_metrics: Value,
     /// Callback states from the checkpoint a resumed run starts from, restored at `train-start`.
     resumed_states: Vec<(String, Vec<u8>)>,
+    /// The checkpoint a callback restored since the last training step, if any.
+    restored: Option<RestoredWeights>,
 }
 
 impl Run {
@@ -241,6 +268,17 @@ impl Run {
             (Ok(()), None) => Outcome::Completed,
         };
         let end_result = self.finish(&outcome, observer);
+        let final_weights = match self.progress.restored.take() {
+            Some(mut restored) if end_result.is_ok() => {
+                // Best effort: a validation that fails here leaves the figures out, not the
+                // summary.
+                if let Ok(Some((loss, accuracy))) = self.learner.validate() {
+                    (restored.val_loss, restored.val_accuracy) = (Some(loss), Some(accuracy));
+                }
+                Some(restored)
+            }
+            _ => None,
+        };
         let summary = RunSummary {
             outcome: RunOutcome::from(&outcome),
             reason: match outcome {
@@ -253,6 +291,7 @@ impl Run {
             run_dir: self.files.dir().to_path_buf(),
             wall_time_s: started.elapsed().as_secs_f64(),
             callbacks: self.callbacks.reports(),
+            final_weights,
         };
         self.files.flush(true)?;
         self.files.summary(&summary)?;

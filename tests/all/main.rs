@@ -11,6 +11,7 @@ mod decisions;
 mod fuzz;
 mod guest_abi;
 mod pinned;
+mod run_budgets;
 mod run_files;
 mod sandbox_limits;
 mod training;

@@ -13,7 +13,8 @@ use crate::contract::Decision;
 use crate::contract::{CallbackWorld, ConfigEntry};
 use crate::events::{Event, Subscriptions};
 use crate::sandbox::{
-    CallbackFaultKind, Deadline, Fault, GuestState, Limits, LogLine, Sandbox, classify,
+    CallbackFaultKind, Deadline, Fault, GuestState, HOST_BYTES_PER_FUEL, Limits, LogLine, Sandbox,
+    fault_of,
 };
 
 /// Counters kept for each callback and reported in `summary.json`.
@@ -25,7 +26,8 @@ pub struct CallStats {
     /// microsecond) and reported in `summary.json` as whole microseconds.
     #[serde(rename = "total_time_us", serialize_with = "as_micros")]
     pub total_time_ns: u64,
-    /// Fuel (wasm instructions, roughly) used in total.
+    /// Fuel used in total: wasm instructions, roughly, plus the bytes of output the host took in
+    /// for the callback ([`crate::sandbox::HOST_BYTES_PER_FUEL`]).
     pub fuel_used: u64,
     /// Decisions returned.
     pub decisions: u64,
@@ -86,8 +88,10 @@ impl CallbackInstance {
         store.data_mut().capture_stdio = compiled.uses_stdio;
         let init_deadline = sandbox.deadline(limits.init_timeout);
         sandbox.arm(&mut store, init_deadline, limits.fuel_per_call);
-        let bindings = guard(|| compiled.pre.instantiate(&mut store))
-            .map_err(|f| start_fault("instantiation", f))?;
+        let bindings = guard(CallbackFaultKind::InvalidOutput, || {
+            compiled.pre.instantiate(&mut store)
+        })
+        .map_err(|f| start_fault("instantiation", f))?;
         let config: Vec<ConfigEntry> = params
             .iter()
             .map(|(k, v)| ConfigEntry {
@@ -110,9 +114,13 @@ impl CallbackInstance {
         };
         let config = this.config.clone();
         let registration = this
-            .call(sandbox, init_deadline, |b, s| {
-                b.trainrt_callbacks_callback().call_init(s, &config)
-            })
+            .call(
+                sandbox,
+                init_deadline,
+                CallbackFaultKind::InvalidOutput,
+                error_bytes,
+                |b, s| b.trainrt_callbacks_callback().call_init(s, &config),
+            )
             .map_err(|f| start_fault("init", f))?;
         match registration {
             Ok(r) => this.subscriptions = Subscriptions::new(&r.events, r.batch_every),
@@ -160,7 +168,9 @@ impl CallbackInstance {
     /// Delivers one event (the caller has checked the subscription) and returns its decisions.
     /// After an `Err`, the instance's store is poisoned: drop it.
     pub fn deliver(&mut self, sandbox: &Sandbox, event: &Event) -> Result<Vec<Decision>, Fault> {
-        let decisions = self.call(sandbox, self.call_deadline, |b, s| {
+        let answer = CallbackFaultKind::InvalidDecision;
+        let size = |decisions: &Vec<Decision>| decision_bytes(decisions);
+        let decisions = self.call(sandbox, self.call_deadline, answer, size, |b, s| {
             let g = b.trainrt_callbacks_callback();
             match event {
                 Event::TrainStart(i) => g.call_on_train_start(s, i),
@@ -185,7 +195,9 @@ impl CallbackInstance {
         if let Some(state) = &self.unchanged_snapshot {
             return Ok(state.clone());
         }
-        let state = self.call(sandbox, self.call_deadline, |b, s| {
+        let answer = CallbackFaultKind::InvalidOutput;
+        let size = |state: &Vec<u8>| state.len() as u64;
+        let state = self.call(sandbox, self.call_deadline, answer, size, |b, s| {
             b.trainrt_callbacks_callback().call_snapshot_state(s)
         })?;
         self.limits.check_state(state.len())?;
@@ -195,7 +207,8 @@ impl CallbackInstance {
 
     /// Restores a state snapshot taken earlier (on resume, or after a restart).
     pub fn restore(&mut self, sandbox: &Sandbox, state: &[u8]) -> Result<(), Fault> {
-        match self.call(sandbox, self.init_deadline, |b, s| {
+        let answer = CallbackFaultKind::InvalidOutput;
+        match self.call(sandbox, self.init_deadline, answer, error_bytes, |b, s| {
             b.trainrt_callbacks_callback().call_restore_state(s, state)
         })? {
             Ok(()) => Ok(()),
@@ -232,10 +245,15 @@ impl CallbackInstance {
     }
 
     /// Runs one guest call under the deadline and fuel budget, catching traps and panics.
+    /// `answer` is the fault kind for an answer the host cannot take in; `size` says how many
+    /// bytes the host took in with the answer (its strings), which the guest pays for as fuel
+    /// with what it logged.
     fn call<R>(
         &mut self,
         sandbox: &Sandbox,
         deadline: Deadline,
+        answer: CallbackFaultKind,
+        size: impl FnOnce(&R) -> u64,
         f: impl FnOnce(&CallbackWorld, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let fuel = self.limits.fuel_per_call;
@@ -245,20 +263,59 @@ impl CallbackInstance {
         sandbox.arm(&mut self.store, deadline, fuel);
         let started = clock::now();
         let (bindings, store) = (&self.bindings, &mut self.store);
-        let result = guard(|| f(bindings, store));
+        let result = guard(answer, || f(bindings, store));
         self.time_ticks = self.time_ticks.saturating_add(started.ticks_since());
         self.stats.calls += 1;
-        self.stats.fuel_used += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
-        result
+        // What the host took in for the guest (its log lines, its output, its answer) costs it
+        // fuel too.
+        let answer_bytes = result.as_ref().map_or(0, size);
+        let host_bytes = self.store.data_mut().take_host_bytes() + answer_bytes;
+        let host_fuel = host_bytes / HOST_BYTES_PER_FUEL;
+        let used = fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+            .saturating_add(host_fuel);
+        self.stats.fuel_used = self.stats.fuel_used.saturating_add(used);
+        let answer = result?;
+        if used > fuel {
+            return Err(Fault::new(
+                CallbackFaultKind::OutOfFuel,
+                format!(
+                    "used {used} fuel in one call, {host_fuel} of it for the {host_bytes} bytes \
+                     of output the host took in (limit {fuel}: limits.fuel_per_call)"
+                ),
+            ));
+        }
+        Ok(answer)
     }
 }
 
-/// Runs a wasmtime call, turning an error into a classified fault and a panic (in wasmtime or a
-/// host function) into a host-error fault instead of a dead process.
-fn guard<R>(f: impl FnOnce() -> wasmtime::Result<R>) -> Result<R, Fault> {
+/// Bytes of the strings in a list of decisions (tags, reasons, metric names).
+fn decision_bytes(decisions: &[Decision]) -> u64 {
+    let bytes = |d: &Decision| match d {
+        Decision::StopTraining(s)
+        | Decision::SaveCheckpoint(s)
+        | Decision::RestoreCheckpoint(s) => s.len(),
+        Decision::LogMetric(m) => m.name.len(),
+        Decision::EndEpoch | Decision::SetLearningRate(_) | Decision::ValidateNow => 0,
+    };
+    decisions.iter().map(|d| bytes(d) as u64).sum()
+}
+
+/// Bytes of the message in an `Err` answer (`init` and `restore-state` return `result<_, string>`).
+fn error_bytes<T>(answer: &Result<T, String>) -> u64 {
+    answer.as_ref().err().map_or(0, |m| m.len() as u64)
+}
+
+/// Runs a wasmtime call, turning an error into a classified fault (`answer` for an answer the
+/// host could not take in) and a panic (in wasmtime or a host function) into a host-error fault
+/// instead of a dead process.
+fn guard<R>(
+    answer: CallbackFaultKind,
+    f: impl FnOnce() -> wasmtime::Result<R>,
+) -> Result<R, Fault> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(Fault::new(classify(&e), crate::sandbox::describe(&e))),
+        Ok(Err(e)) => Err(fault_of(&e, answer)),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()

@@ -52,22 +52,24 @@ impl CheckpointSaver {
         self.latest = None;
     }
 
-    /// Serializes checkpoint `tag` (or reuses the bytes of an identical save) and stages it.
+    /// Serializes checkpoint `tag` (or reuses the bytes of an identical save) and stages it;
+    /// returns the size of the file it will write.
     pub fn save(
         &mut self,
         tag: &str,
         meta: CheckpointMeta,
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
-    ) -> Result<(), CheckpointError> {
+    ) -> Result<u64, CheckpointError> {
         let encoded = match &self.latest {
             Some((same, encoded)) if *same == meta => encoded.retagged(tag)?,
             _ => encode(&self.dir, tag, &meta, model, optimizer)?,
         };
+        let bytes = encoded.len();
         self.latest = Some((meta, encoded.clone()));
         self.writer.stage(encoded);
         self.tags.insert(tag.to_string());
-        Ok(())
+        Ok(bytes)
     }
 
     /// Hands what is staged to the writer thread as one group.

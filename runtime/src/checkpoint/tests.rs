@@ -198,10 +198,26 @@ fn tags_that_could_escape_the_directory_are_rejected() {
         "tag with space",
         "é",
         &"x".repeat(65),
+        "best.",
+        "CON",
+        "nul",
+        "Aux.best",
+        "com1",
+        "LPT9.x",
     ] {
         assert!(validate_tag(bad).is_err(), "{bad:?} accepted");
     }
-    for good in ["best", "epoch-3", "step_100.v2", "A", &"x".repeat(64)] {
+    for good in [
+        "best",
+        "epoch-3",
+        "step_100.v2",
+        "A",
+        &"x".repeat(64),
+        "console",
+        "com10",
+        "com0",
+        "nul-1",
+    ] {
         assert_eq!(validate_tag(good), Ok(()), "{good:?}");
     }
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,9 @@ struct Captured {
     pending: Vec<u8>,
     cap: usize,
     dropped: u64,
+    /// Bytes handed over since the last [`CapturedOutput::take_written`], kept or not: the work
+    /// the host did for them is charged to the guest.
+    written: u64,
 }
 
 impl CapturedOutput {
@@ -31,6 +34,7 @@ impl CapturedOutput {
                 pending: Vec::new(),
                 cap,
                 dropped: 0,
+                written: 0,
             })),
         }
     }
@@ -44,6 +48,11 @@ impl CapturedOutput {
     pub(crate) fn is_empty(&self) -> bool {
         let c = self.lock();
         c.pending.is_empty() && c.dropped == 0
+    }
+
+    /// Bytes handed over since the last call of this, kept or dropped.
+    pub(crate) fn take_written(&self) -> u64 {
+        std::mem::take(&mut self.lock().written)
     }
 
     /// The bytes written since the last take, and how many were dropped for want of room.
@@ -61,6 +70,7 @@ impl OutputStream for CapturedOutput {
         let keep = room.min(bytes.len());
         c.pending.extend_from_slice(&bytes[..keep]);
         c.dropped += (bytes.len() - keep) as u64;
+        c.written += bytes.len() as u64;
         Ok(())
     }
 
@@ -108,6 +118,7 @@ mod tests {
         stream.write(Bytes::from_static(b"hello ")).unwrap();
         stream.write(Bytes::from_static(b"world")).unwrap();
         assert_eq!(out.take(), (b"hello wo".to_vec(), 3));
+        assert_eq!(out.take_written(), 11);
         assert!(out.is_empty());
         stream.write(Bytes::from_static(b"again")).unwrap();
         assert_eq!(out.take(), (b"again".to_vec(), 0));

@@ -35,7 +35,7 @@ pub enum CallbackFaultKind {
     Timeout,
     /// A call used up its instruction budget.
     OutOfFuel,
-    /// The callback tried to grow its memory past the cap.
+    /// The callback tried to grow its memory (or a table) past the cap.
     MemoryLimit,
     /// The callback overflowed its wasm stack.
     StackOverflow,
@@ -47,6 +47,9 @@ pub enum CallbackFaultKind {
     InvalidOutput,
     /// The host failed while serving the callback (including a caught panic).
     HostError,
+    /// The callback went over one of its budgets for the whole run (fuel, time, decisions,
+    /// checkpoint tags or bytes, metric names, validations or restores per epoch).
+    Budget,
 }
 
 impl CallbackFaultKind {
@@ -61,6 +64,7 @@ impl CallbackFaultKind {
             CallbackFaultKind::InvalidDecision => "invalid-decision",
             CallbackFaultKind::InvalidOutput => "invalid-output",
             CallbackFaultKind::HostError => "host-error",
+            CallbackFaultKind::Budget => "budget",
         }
     }
 }
@@ -79,9 +83,37 @@ pub(super) struct MemoryLimitExceeded {
     pub(super) desired: usize,
 }
 
+/// The error a table grow past the cap raises (a table is memory the host allocates for the
+/// guest: a 10-million-entry table is 80 MB), so it is classified as a memory limit.
+#[derive(Debug, thiserror::Error)]
+#[error("table limit of {cap} entries exceeded (asked for {desired} entries)")]
+pub(super) struct TableLimitExceeded {
+    pub(super) cap: usize,
+    pub(super) desired: usize,
+}
+
+/// Classifies an error returned by a guest call, as a fault with its description. Never looks
+/// at message text. An error that is no trap and carries no wasm backtrace arose after the guest
+/// returned, when the host took in its answer (a list longer than a transfer may carry, a bad
+/// string): that is `answer`, the kind for a bad answer of this call (an event call's answer is
+/// its decisions).
+pub(crate) fn fault_of(err: &wasmtime::Error, answer: CallbackFaultKind) -> Fault {
+    let kind = classify(err);
+    let returned = err.downcast_ref::<wasmtime::WasmBacktrace>().is_none();
+    if kind == CallbackFaultKind::InvalidOutput && returned {
+        return Fault::new(
+            answer,
+            format!("its answer could not be taken in: {}", describe(err)),
+        );
+    }
+    Fault::new(kind, describe(err))
+}
+
 /// Classifies an error returned by a guest call. Never looks at message text.
-pub(crate) fn classify(err: &wasmtime::Error) -> CallbackFaultKind {
-    if err.downcast_ref::<MemoryLimitExceeded>().is_some() {
+fn classify(err: &wasmtime::Error) -> CallbackFaultKind {
+    if err.downcast_ref::<MemoryLimitExceeded>().is_some()
+        || err.downcast_ref::<TableLimitExceeded>().is_some()
+    {
         return CallbackFaultKind::MemoryLimit;
     }
     match err.downcast_ref::<Trap>() {

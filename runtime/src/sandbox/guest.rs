@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capture::CapturedOutput;
-use super::fault::MemoryLimitExceeded;
+use super::fault::{MemoryLimitExceeded, TableLimitExceeded};
 use super::limits::Limits;
 use super::text::{is_printable_within, printable};
 use crate::contract::{HostImports, Level};
@@ -35,6 +35,10 @@ impl LogLine {
     }
 }
 
+/// Entries a guest's table may hold: far more than any callback's function table needs (a
+/// Python interpreter's has about 10,000), and at most 800 KB of host memory.
+const MAX_TABLE_ENTRIES: usize = 100_000;
+
 /// Per-store data: everything the host keeps for one live callback instance.
 //
 // `repr(C)`: the fields every call touches (the per-call log budget, reset before it; the lines
@@ -45,6 +49,8 @@ pub struct GuestState {
     logs: Vec<LogLine>,
     /// Forward WASI stdout/stderr (only components that import them pay for the check).
     pub(crate) capture_stdio: bool,
+    /// Bytes of `log` messages the host took in during this call, kept or not.
+    log_bytes_in: u64,
     log_budget_run: usize,
     memory_cap: usize,
     dropped_log_bytes: u64,
@@ -74,6 +80,7 @@ impl GuestState {
             .insecure_random_seed(u128::from(RANDOM_SEED));
         Self {
             capture_stdio: false,
+            log_bytes_in: 0,
             memory_cap: limits.memory_bytes,
             log_budget_call: limits.log_bytes_per_call,
             log_budget_run: limits.log_bytes_per_run,
@@ -89,6 +96,16 @@ impl GuestState {
     /// Resets the per-call output budget before a call.
     pub(crate) fn begin_call(&mut self, limits: &Limits) {
         self.log_budget_call = limits.log_bytes_per_call;
+    }
+
+    /// Bytes the host took in for the guest since the last call of this: `log` messages and
+    /// stdout/stderr writes, whether kept or dropped for a budget. The caller charges them as fuel.
+    pub(crate) fn take_host_bytes(&mut self) -> u64 {
+        let mut bytes = std::mem::take(&mut self.log_bytes_in);
+        if self.capture_stdio {
+            bytes += self.stdout.take_written() + self.stderr.take_written();
+        }
+        bytes
     }
 
     /// Takes the lines logged since the last call, including new stdout/stderr output.
@@ -161,6 +178,9 @@ impl GuestState {
 
 impl HostImports for GuestState {
     fn log(&mut self, level: Level, message: String) {
+        // Counted before any budget is looked at: once the budgets are spent the line is dropped,
+        // but taking it in still cost the host, so it still costs the guest.
+        self.log_bytes_in += message.len() as u64;
         self.push_log(level, message);
     }
 }
@@ -200,7 +220,14 @@ impl ResourceLimiter for GuestState {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        if desired > MAX_TABLE_ENTRIES {
+            // An error, as for memory: the guest traps with a cause the host can classify.
+            return Err(wasmtime::Error::new(TableLimitExceeded {
+                cap: MAX_TABLE_ENTRIES,
+                desired,
+            }));
+        }
+        Ok(true)
     }
 
     fn instances(&self) -> usize {

@@ -41,16 +41,60 @@ pub struct Limits {
     /// Memory (heap and other private writable mappings) that compiling the component may take.
     /// Enforced like `compile_cpu_time`.
     pub compile_memory_bytes: usize,
+
+    // Budgets for the whole run, across restarts: a callback within every per-call limit still
+    // cannot make a run slow or its directory huge. Over one, it faults with kind `budget` and is
+    // disabled (or, with `on_fault = "abort"`, ends the run): a restart would start over budget.
+    /// Fuel all of the callback's calls may use together, host work included (see
+    /// [`HOST_BYTES_PER_FUEL`]).
+    pub fuel_per_run: u64,
+    /// Share of the run's wall-clock time the callback's calls may take, once they have taken
+    /// `time_grace` in all: at 0.25, the callback can make a run at most a third longer.
+    pub time_share: f64,
+    /// Time in calls a callback may take before `time_share` applies, so that a short run is not
+    /// judged on its first calls (which start caches and language runtimes).
+    #[serde(with = "millis")]
+    pub time_grace: Duration,
+    /// Decisions the callback may return in the run (each becomes a line of `decisions.jsonl`).
+    pub decisions_per_run: u64,
+    /// Distinct checkpoint tags the callback may create (each is a file in `checkpoints/`).
+    pub checkpoint_tags: usize,
+    /// Checkpoints the callback may have saved per epoch (each writes and syncs a file).
+    pub checkpoint_saves_per_epoch: u32,
+    /// Bytes of checkpoints the callback may have saved in the run (the save that crosses it is
+    /// the last).
+    pub checkpoint_bytes_per_run: u64,
+    /// Distinct custom metric names the callback may log (each is a key of every epoch's line
+    /// in `metrics.jsonl`).
+    pub metric_names: usize,
+    /// `validate-now` decisions of the callback applied per epoch (each runs a validation pass).
+    pub validations_per_epoch: u32,
+    /// `restore-checkpoint` decisions of the callback applied per epoch (each reads a checkpoint
+    /// and undoes training).
+    pub restores_per_epoch: u32,
 }
+
+/// Bytes the host takes in for a guest (`log` messages, stdout and stderr, the strings of its
+/// decisions, its state snapshots) that cost it one unit of fuel: copying and checking a byte costs the host about what an instruction costs the guest,
+/// so output is never a free way to burn the host's time.
+pub const HOST_BYTES_PER_FUEL: u64 = 1;
 
 impl Default for Limits {
     /// Generous for honest callbacks (which take microseconds and kilobytes), tight enough that a
     /// hostile one costs a run little: 100 ms and 50M instructions per call, 500 ms for init,
     /// 64 MiB of memory, 16 KiB of output per call and 1 MiB per run, 64 decisions per call,
     /// 1 MiB of state, 64 MiB of component. Compiling a component that is neither bundled nor
-    /// cached may take 60 s of CPU time and 768 MiB: the largest real components, the Python
-    /// and JavaScript examples (18 and 13 MB), take 19-38 s and 410-490 MiB on a 2-vCPU AMD EPYC
-    /// VM, where an unbounded compile bomb of 59 MB took 432 s and 1.7 GB.
+    /// cached may take 5 s of CPU time and 256 MiB: far more than Rust and C callbacks need
+    /// (0.2 s and 16 MiB for the bundled ones), while an unbounded compile bomb of 59 MB took
+    /// 432 s and 1.7 GB on a 2-vCPU AMD EPYC VM. Components carrying a language runtime (the
+    /// Python and JavaScript examples, 13-18 MB: 19-38 s and 410-490 MiB there) need these
+    /// raised for them.
+    ///
+    /// Per run: 10G fuel (seconds of guest work; an honest per-batch callback uses ~10k fuel a
+    /// call, so 1M calls), a quarter of the run's time after the first second, 1M decisions (an
+    /// `lr-schedule` deciding every step of a million-step run), 16 checkpoint tags, 8 saves per
+    /// epoch and 16 GiB of checkpoints in all, 64 custom metric names, 4 `validate-now` and 2
+    /// `restore-checkpoint` per epoch.
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_millis(100),
@@ -62,8 +106,18 @@ impl Default for Limits {
             max_decisions_per_call: 64,
             max_state_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
-            compile_cpu_time: Duration::from_secs(60),
-            compile_memory_bytes: 768 << 20,
+            compile_cpu_time: Duration::from_secs(5),
+            compile_memory_bytes: 256 << 20,
+            fuel_per_run: 10_000_000_000,
+            time_share: 0.25,
+            time_grace: Duration::from_secs(1),
+            decisions_per_run: 1_000_000,
+            checkpoint_tags: 16,
+            checkpoint_saves_per_epoch: 8,
+            checkpoint_bytes_per_run: 16 << 30,
+            metric_names: 64,
+            validations_per_epoch: 4,
+            restores_per_epoch: 2,
         }
     }
 }
@@ -82,6 +136,14 @@ mod millis {
 }
 
 impl Limits {
+    /// Bytes one transfer from the guest may carry before the host refuses to take it in
+    /// (wasmtime's "hostcall fuel", checked before anything is copied): a state snapshot at its
+    /// limit, a decision list many times longer than allowed, or a log message of megabytes. A
+    /// 1M-decision list is refused at once instead of being copied first and counted after.
+    pub(crate) fn transfer_bytes(&self) -> usize {
+        self.max_state_bytes.saturating_add(4 << 20)
+    }
+
     /// Checks the size of a component file before it is read.
     pub(crate) fn check_component_size(&self, name: &str, bytes: u64) -> Result<(), SandboxError> {
         if bytes > self.max_component_bytes as u64 {

@@ -6,12 +6,13 @@
 
 use std::collections::VecDeque;
 
-use super::{Observer, Run, TrainError};
+use super::{Observer, RestoredWeights, Run, TrainError};
 use crate::checkpoint::{CallbackState, CheckpointMeta, FORMAT_VERSION};
 use crate::contract::{CheckpointInfo, FaultInfo, FaultKind};
-use crate::decision::DecisionSet;
-use crate::events::Event;
+use crate::decision::{Attributed, DecisionSet};
+use crate::events::{Event, kind_name};
 use crate::host::FaultRecord;
+use crate::sandbox::Spend;
 
 /// Work a fixed point leaves for after its decisions are applied.
 enum FollowUp {
@@ -83,6 +84,8 @@ impl Run {
         self.record_logs_and_faults(announce_faults, pending, observer)?;
         if !set.is_empty() {
             self.apply(set, event, pending)?;
+            // Applying may have put a callback over a run budget.
+            self.record_logs_and_faults(announce_faults, pending, observer)?;
         }
         Ok(())
     }
@@ -109,17 +112,28 @@ impl Run {
     }
 
     /// Applies validated decisions in a fixed order: metrics, saves, restore, learning rate,
-    /// validation, end of epoch, stop; then records what became of each.
+    /// validation, end of epoch, stop; then records what became of each. Metrics, saves, the
+    /// restore and validations are first charged to the run budget of the callback that asked:
+    /// one over its budget is rejected (and the callback faults).
     fn apply(
         &mut self,
         mut set: DecisionSet,
         event: &Event,
         pending: &mut VecDeque<FollowUp>,
     ) -> Result<(), TrainError> {
-        for (name, value) in std::mem::take(&mut set.metrics) {
-            self.progress
-                .custom_metrics
-                .insert(name, crate::events::json_number(value));
+        let (during, epoch, step) = (kind_name(event.kind()), event.epoch(), event.step());
+        for metric in std::mem::take(&mut set.metrics) {
+            let name = &metric.value.name;
+            let spend = Spend::MetricName(name);
+            if let Err(reason) = self
+                .callbacks
+                .charge(&metric.callback, spend, during, epoch, step)
+            {
+                set.reject(&metric, reason);
+                continue;
+            }
+            let value = crate::events::json_number(metric.value.value);
+            self.progress.custom_metrics.insert(name.clone(), value);
         }
         for save in std::mem::take(&mut set.saves) {
             // A checkpoint-saved answer may not save again: that could loop forever.
@@ -128,13 +142,36 @@ impl Run {
                 set.reject(&save, why.into());
                 continue;
             }
+            let tag = Spend::CheckpointTag {
+                tag: &save.value,
+                new: !self.checkpoints.tags().contains(&save.value),
+            };
+            let charged = self
+                .callbacks
+                .charge(&save.callback, tag, during, epoch, step)
+                .and_then(|()| {
+                    let spend = Spend::CheckpointSave { epoch };
+                    self.callbacks
+                        .charge(&save.callback, spend, during, epoch, step)
+                });
+            if let Err(reason) = charged {
+                set.reject(&save, reason);
+                continue;
+            }
             match self.stage_checkpoint(&save.value) {
-                // `train-end` is the last event a callback sees: a save answering it is not
-                // announced.
-                Ok(info) if !matches!(event, Event::TrainEnd(_)) => {
-                    pending.push_back(FollowUp::Deliver(Event::CheckpointSaved(info)));
+                Ok((info, bytes)) => {
+                    // The save stands; if it crossed the callback's budget, the callback faults
+                    // and its next save is refused.
+                    let spend = Spend::CheckpointBytes(bytes);
+                    let _ = self
+                        .callbacks
+                        .charge(&save.callback, spend, during, epoch, step);
+                    // `train-end` is the last event a callback sees: a save answering it is not
+                    // announced.
+                    if !matches!(event, Event::TrainEnd(_)) {
+                        pending.push_back(FollowUp::Deliver(Event::CheckpointSaved(info)));
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     let message = format!("saving failed: {}", crate::error_chain(&e));
                     pending.push_back(self.io_fault(&message));
@@ -143,23 +180,35 @@ impl Run {
             }
         }
         if let Some(restore) = set.restore.take() {
-            // The checkpoint may still be on its way to disk; a write that failed ends the run.
-            self.checkpoints.wait()?;
-            let loaded = self.checkpoints.load(&restore.value);
-            let restored = loaded
-                .map_err(TrainError::from)
-                .and_then(|c| self.learner.restore_weights(&c));
-            if let Err(e) = restored {
-                let message = format!("restoring failed: {}", crate::error_chain(&e));
-                pending.push_back(self.io_fault(&message));
-                set.reject(&restore, message);
+            let spend = Spend::Restore { epoch };
+            if let Err(reason) =
+                self.callbacks
+                    .charge(&restore.callback, spend, during, epoch, step)
+            {
+                set.reject(&restore, reason);
+            } else {
+                self.restore(&restore, &mut set, pending)?;
             }
         }
         if let Some(lr) = set.lr.take() {
             self.learner.optimizer.set_lr(lr.value);
         }
-        if set.validate_now && !matches!(event, Event::ValidationEnd(_) | Event::TrainEnd(_)) {
-            pending.push_back(FollowUp::Validate);
+        // A validation answering a validation (or the end of training) is not run again.
+        if !matches!(event, Event::ValidationEnd(_) | Event::TrainEnd(_)) {
+            let mut validate = false;
+            for asked in std::mem::take(&mut set.validations) {
+                let spend = Spend::Validation { epoch };
+                match self
+                    .callbacks
+                    .charge(&asked.callback, spend, during, epoch, step)
+                {
+                    Ok(()) => validate = true,
+                    Err(reason) => set.reject(&asked, reason),
+                }
+            }
+            if validate {
+                pending.push_back(FollowUp::Validate);
+            }
         }
         if set.end_epoch {
             self.progress.end_epoch = true;
@@ -178,6 +227,45 @@ impl Run {
         Ok(self.files.decisions(set.records())?)
     }
 
+    /// Loads checkpoint `tag`'s weights into the model for decision `restore`; a checkpoint that
+    /// cannot be read rejects the decision and sends callbacks an `io-error` fault. Remembered
+    /// until the next training step, so the summary can say the run ends on restored weights.
+    fn restore(
+        &mut self,
+        restore: &Attributed<String>,
+        set: &mut DecisionSet,
+        pending: &mut VecDeque<FollowUp>,
+    ) -> Result<(), TrainError> {
+        // The checkpoint may still be on its way to disk; a write that failed ends the run.
+        self.checkpoints.wait()?;
+        let restored = self
+            .checkpoints
+            .load(&restore.value)
+            .map_err(TrainError::from)
+            .and_then(|c| {
+                self.learner.restore_weights(&c)?;
+                Ok(c)
+            });
+        match restored {
+            Ok(checkpoint) => {
+                self.progress.restored = Some(RestoredWeights {
+                    tag: restore.value.clone(),
+                    by: restore.callback.clone(),
+                    epochs_completed: checkpoint.meta.epoch,
+                    step: checkpoint.meta.step,
+                    val_loss: None,
+                    val_accuracy: None,
+                });
+            }
+            Err(e) => {
+                let message = format!("restoring failed: {}", crate::error_chain(&e));
+                pending.push_back(self.io_fault(&message));
+                set.reject(restore, message);
+            }
+        }
+        Ok(())
+    }
+
     /// Saves checkpoint `tag` with every callback's state (the caller commits it). With
     /// `announce`, callbacks hear of the save and of any fault taking their states; without (the
     /// final checkpoint, after `train-end`), those faults are only recorded.
@@ -187,7 +275,7 @@ impl Run {
         observer: &mut dyn Observer,
         announce: bool,
     ) -> Result<(), TrainError> {
-        let info = self.stage_checkpoint(tag)?;
+        let (info, _) = self.stage_checkpoint(tag)?;
         let mut pending = VecDeque::new();
         self.record_logs_and_faults(announce, &mut pending, observer)?;
         if announce {
@@ -197,8 +285,8 @@ impl Run {
     }
 
     /// Serializes checkpoint `tag` (model, optimizer, every callback's state) and stages it for
-    /// the writer; returns what a `checkpoint-saved` announces.
-    fn stage_checkpoint(&mut self, tag: &str) -> Result<CheckpointInfo, TrainError> {
+    /// the writer; returns what a `checkpoint-saved` announces, and the file's size.
+    fn stage_checkpoint(&mut self, tag: &str) -> Result<(CheckpointInfo, u64), TrainError> {
         let (epoch, step) = (self.progress.epoch, self.progress.step);
         let states = self.callbacks.snapshot_all(epoch, step);
         let meta = CheckpointMeta {
@@ -217,12 +305,13 @@ impl Run {
         };
         let model = self.learner.model.tensors();
         let optimizer = self.learner.optimizer.state_tensors();
-        self.checkpoints.save(tag, meta, &model, &optimizer)?;
-        Ok(CheckpointInfo {
+        let bytes = self.checkpoints.save(tag, meta, &model, &optimizer)?;
+        let info = CheckpointInfo {
             tag: tag.to_string(),
             epoch,
             step,
-        })
+        };
+        Ok((info, bytes))
     }
 
     /// On resume: gives each callback the state the checkpoint holds for it.

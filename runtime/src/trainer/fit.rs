@@ -69,6 +69,8 @@ impl Run {
             }
             let result = self.learner.step(chunk)?;
             self.checkpoints.weights_changed();
+            // Training moved on from any weights a callback restored.
+            self.progress.restored = None;
             self.progress.step += 1;
             let step = self.progress.step;
             totals.loss += result.loss * chunk.len() as f64;

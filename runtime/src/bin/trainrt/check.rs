@@ -111,6 +111,21 @@ impl CheckArgs {
             limits.compile_memory_bytes >> 20
         );
         println!(
+            "run budgets: {} fuel, {}% of the run's time once its calls took {} s, {} decisions, \
+             {} checkpoint tags, {} saves per epoch, {} MiB of checkpoints, {} metric names, {} \
+             validate-now and {} restore-checkpoint per epoch",
+            limits.fuel_per_run,
+            limits.time_share * 100.0,
+            limits.time_grace.as_secs_f64(),
+            limits.decisions_per_run,
+            limits.checkpoint_tags,
+            limits.checkpoint_saves_per_epoch,
+            limits.checkpoint_bytes_per_run >> 20,
+            limits.metric_names,
+            limits.validations_per_epoch,
+            limits.restores_per_epoch
+        );
+        println!(
             "on fault: {} (at most {} restarts)",
             options.on_fault, options.max_restarts
         );

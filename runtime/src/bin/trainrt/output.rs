@@ -60,6 +60,19 @@ impl Console {
         if let Some(m) = summary.final_metrics.as_object() {
             eprintln!("final: {}", format_metrics(m));
         }
+        if let Some(w) = &summary.final_weights {
+            let measured = match (w.val_loss, w.val_accuracy) {
+                (Some(loss), Some(accuracy)) => {
+                    format!(": val_loss={loss:.4} val_accuracy={accuracy:.4}")
+                }
+                _ => String::new(),
+            };
+            eprintln!(
+                "final weights: checkpoint '{}' (after {} epochs, step {}), restored by {} after \
+                 the last step{measured}",
+                w.tag, w.epochs_completed, w.step, w.by
+            );
+        }
         for cb in &summary.callbacks {
             let faults: u32 = cb.faults.values().sum();
             eprintln!(

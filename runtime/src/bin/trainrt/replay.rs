@@ -37,6 +37,11 @@ impl ReplayArgs {
             .map(|s| callback_options(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Failure::usage)?;
+        // A replay has no training for the callbacks' time to be a share of: every other limit
+        // and budget holds as in a run, this one would disable any callback after a second.
+        for o in &mut options {
+            o.limits.time_share = f64::INFINITY;
+        }
         apply_sandbox_flags(&mut options, &self.sandbox).map_err(Failure::usage)?;
         let file = std::fs::File::open(&self.events)
             .with_context(|| format!("cannot open {}", self.events.display()))
