@@ -375,10 +375,10 @@ fn write_benchmark_guests() {
                    (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))",
             ),
         ),
-        // About 90% of the per-call fuel on every batch (five instructions an iteration).
+        // About 90% of the per-call fuel on every batch (six instructions an iteration).
         (
             "fuel-just-under",
-            WatGuest::new(&[kind::BATCH_END]).body("on-batch-end", &burn(9_000_000)),
+            WatGuest::new(&[kind::BATCH_END]).body("on-batch-end", &burn(7_400_000)),
         ),
         (
             "new-tags",
