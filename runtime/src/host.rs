@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -111,6 +111,8 @@ struct Slot {
     dropped_log_bytes: u64,
     /// What it has spent of its run budgets, across restarts.
     budget: RunBudget,
+    /// Time in calls of the instances it dropped, in clock ticks (`stats` has it in ns).
+    dead_time_ticks: u64,
 }
 
 impl Slot {
@@ -123,16 +125,20 @@ impl Slot {
         stats
     }
 
-    /// Checks the run budgets after a call.
+    /// Checks the run budgets after a call. Cheap: sums of counters, and clock ticks converted
+    /// only when the callback's time share could have been exceeded.
     fn check_budget(&mut self, run_started: Instant) -> Result<(), Fault> {
-        let stats = self.stats();
+        let live = self.instance.as_ref();
         let totals = CallTotals {
-            fuel: stats.fuel_used,
-            time: std::time::Duration::from_nanos(stats.total_time_ns),
-            decisions: stats.decisions,
+            fuel: self.stats.fuel_used + live.map_or(0, |i| i.fuel_used()),
+            decisions: self.stats.decisions + live.map_or(0, |i| i.decisions()),
+            time_units: self.dead_time_ticks + live.map_or(0, |i| i.time_ticks()),
         };
         self.budget
-            .check_calls(&self.options.limits, totals, || run_started.elapsed())
+            .check_calls(&self.options.limits, totals, |ticks| {
+                let time = Duration::from_nanos(crate::clock::ticks_to_ns(ticks));
+                (time, run_started.elapsed())
+            })
     }
 }
 
@@ -212,6 +218,7 @@ impl CallbackHost {
                 restarts: 0,
                 dropped_log_bytes: 0,
                 budget: RunBudget::default(),
+                dead_time_ticks: 0,
             });
         }
         Ok(Self {
@@ -439,6 +446,7 @@ impl CallbackHost {
             self.logs
                 .extend(lines.into_iter().map(|l| (slot.name.clone(), l)));
             add_stats(&mut slot.stats, &dead.stats());
+            slot.dead_time_ticks += dead.time_ticks();
             slot.dropped_log_bytes += dead.dropped_log_bytes();
         }
         let action = match slot.options.on_fault {

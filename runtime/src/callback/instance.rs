@@ -152,6 +152,21 @@ impl CallbackInstance {
         }
     }
 
+    /// Fuel used so far (what [`CallbackInstance::stats`] reports, without converting time).
+    pub(crate) fn fuel_used(&self) -> u64 {
+        self.stats.fuel_used
+    }
+
+    /// Decisions returned so far.
+    pub(crate) fn decisions(&self) -> u64 {
+        self.stats.decisions
+    }
+
+    /// Time inside calls so far, in the call timer's ticks (cheap to read; `stats` converts it).
+    pub(crate) fn time_ticks(&self) -> u64 {
+        self.time_ticks
+    }
+
     /// The compiled callback this instance runs.
     pub fn compiled(&self) -> &Arc<CompiledCallback> {
         &self.compiled

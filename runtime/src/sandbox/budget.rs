@@ -50,6 +50,9 @@ pub struct RunBudget {
     checkpoint_bytes: u64,
     metric_names: BTreeSet<String>,
     this_epoch: EpochCounts,
+    /// Time units (see [`CallTotals::time_units`]) before which the time share cannot have been
+    /// exceeded: the next call past them checks it.
+    next_time_check: u64,
     /// Set once a budget fault was raised: everything after it is refused without a second fault.
     exhausted: bool,
 }
@@ -68,10 +71,11 @@ struct EpochCounts {
 pub struct CallTotals {
     /// Fuel used, host work included.
     pub fuel: u64,
-    /// Time inside calls.
-    pub time: Duration,
     /// Decisions returned.
     pub decisions: u64,
+    /// Time inside calls, in the caller's clock units: summed cheaply on every call, converted
+    /// to a duration only when the time share must be checked.
+    pub time_units: u64,
 }
 
 impl RunBudget {
@@ -80,13 +84,15 @@ impl RunBudget {
         self.exhausted
     }
 
-    /// Checks the callback's totals after a call; `run_time` tells the run's wall-clock time so
-    /// far (asked only once the calls have taken `time_grace`: most calls pay no clock read).
+    /// Checks the callback's totals after a call. `clock` converts `time_units` into the
+    /// callback's time in calls and also tells the run's wall-clock time so far; it is asked only
+    /// when the time share could have been exceeded since it was last checked, so most calls
+    /// read no clock and convert nothing.
     pub fn check_calls(
         &mut self,
         limits: &Limits,
         totals: CallTotals,
-        run_time: impl FnOnce() -> Duration,
+        clock: impl FnOnce(u64) -> (Duration, Duration),
     ) -> Result<(), Fault> {
         if totals.fuel > limits.fuel_per_run {
             return self.over(format!(
@@ -101,21 +107,38 @@ impl RunBudget {
                 totals.decisions, limits.decisions_per_run
             ));
         }
-        if totals.time <= limits.time_grace {
+        if totals.time_units < self.next_time_check {
             return Ok(());
         }
-        let run_time = run_time();
-        let share = totals.time.as_secs_f64() / run_time.as_secs_f64().max(f64::MIN_POSITIVE);
-        if share > limits.time_share {
+        let (time, run_time) = clock(totals.time_units);
+        let share = time.as_secs_f64() / run_time.as_secs_f64().max(f64::MIN_POSITIVE);
+        if time > limits.time_grace && share > limits.time_share {
             return self.over(format!(
                 "took {:.1} s in its calls, {:.0}% of the run's {:.1} s, over its share of {:.0}% \
                  (raise limits.time_share or limits.time_grace)",
-                totals.time.as_secs_f64(),
+                time.as_secs_f64(),
                 share * 100.0,
                 run_time.as_secs_f64(),
                 limits.time_share * 100.0
             ));
         }
+        // The callback's own time is part of the run's, so the earliest it can go over its share
+        // is when its time reaches share × (run − time) / (1 − share), and never before the
+        // grace: until then there is nothing to check.
+        let next = if limits.time_share >= 1.0 {
+            f64::INFINITY
+        } else {
+            let other = (run_time.saturating_sub(time)).as_secs_f64();
+            (limits.time_share * other / (1.0 - limits.time_share))
+                .max(limits.time_grace.as_secs_f64())
+        };
+        let units_per_second = totals.time_units as f64 / time.as_secs_f64().max(1e-9);
+        let next_units = next * units_per_second;
+        self.next_time_check = if next_units >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            (next_units as u64).max(totals.time_units + 1)
+        };
         Ok(())
     }
 
@@ -316,24 +339,53 @@ mod tests {
     #[test]
     fn call_totals_against_fuel_decisions_and_time_share() {
         let l = limits();
-        let totals = |fuel, decisions, ms| CallTotals {
+        // Time units are microseconds here.
+        let totals = |fuel, decisions, us| CallTotals {
             fuel,
             decisions,
-            time: Duration::from_millis(ms),
+            time_units: us,
         };
-        let run = || Duration::from_millis(100);
-        let check = |t| RunBudget::default().check_calls(&l, t, run);
-        assert!(check(totals(1000, 10, 50)).is_ok());
+        let run_of =
+            |run_ms: u64| move |us: u64| (Duration::from_micros(us), Duration::from_millis(run_ms));
+        let check = |t| RunBudget::default().check_calls(&l, t, run_of(100));
+        assert!(check(totals(1000, 10, 50_000)).is_ok());
         assert!(check(totals(1001, 0, 0)).is_err());
         assert!(check(totals(0, 11, 0)).is_err());
         // All of the run's time so far, but within the grace.
-        let short_run = || Duration::from_millis(9);
         assert!(
             RunBudget::default()
-                .check_calls(&l, totals(0, 0, 9), short_run)
+                .check_calls(&l, totals(0, 0, 9_000), run_of(9))
                 .is_ok()
         );
-        let err = check(totals(0, 0, 60)).unwrap_err();
+        let err = check(totals(0, 0, 60_000)).unwrap_err();
         assert!(err.message.contains("60% of the run"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_time_share_is_checked_again_only_when_it_could_have_been_exceeded() {
+        let l = limits();
+        let mut b = RunBudget::default();
+        let totals = |us| CallTotals {
+            fuel: 0,
+            decisions: 0,
+            time_units: us,
+        };
+        let asked = std::cell::Cell::new(0);
+        let clock = |run_ms: u64| {
+            let asked = &asked;
+            move |us: u64| {
+                asked.set(asked.get() + 1);
+                (Duration::from_micros(us), Duration::from_millis(run_ms))
+            }
+        };
+        // 1 ms of a 100 ms run at a 50% share: it cannot reach its share before 99 ms of calls.
+        assert!(b.check_calls(&l, totals(1_000), clock(100)).is_ok());
+        assert!(b.check_calls(&l, totals(98_000), clock(197)).is_ok());
+        assert_eq!(asked.get(), 1, "no clock read until it could be over");
+        // At 99 ms it is checked again: 99 of 198 ms is not over half.
+        assert!(b.check_calls(&l, totals(99_000), clock(198)).is_ok());
+        assert_eq!(asked.get(), 2);
+        // Past it, once it has more than half of the run's time.
+        assert!(b.check_calls(&l, totals(150_000), clock(250)).is_err());
     }
 }
