@@ -294,6 +294,31 @@ fn run_check_replay_and_export_work_together() {
         summary["epochs_completed"].as_u64().unwrap() - 1
     );
 
+    // `--expect` checks a replay against the run's own decisions, and shows what differs.
+    let replay = |spec: &str| {
+        let callbacks = ["--callback", spec, "--callback", "logger"];
+        let mut args = vec!["replay", "r/events.jsonl"];
+        args.extend(callbacks);
+        args.extend(["--expect", "r/decisions.jsonl"]);
+        trainrt(&args, d)
+    };
+    let same = replay("early-stopping:patience=1,min_delta=100");
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert!(
+        stderr(&same).contains("decisions match r/decisions.jsonl"),
+        "{}",
+        stderr(&same)
+    );
+    let other = replay("early-stopping:patience=3,min_delta=100");
+    let err = stderr(&other);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("decisions differ from r/decisions.jsonl")
+            && err.contains("  - {")
+            && err.contains("stop-training"),
+        "{err}"
+    );
+
     // A second run into the same directory is refused; --resume continues it.
     usage_error(
         &["run", "--run-dir", "r"],
@@ -302,6 +327,15 @@ fn run_check_replay_and_export_work_together() {
     );
     let out = trainrt(&["run", "--resume", "r", "--epochs", "8"], d);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn wit_prints_the_contract_this_binary_speaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = trainrt(&["wit"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/callbacks.wit");
+    assert_eq!(out.stdout, std::fs::read(wit).unwrap());
 }
 
 #[test]

@@ -37,6 +37,9 @@ enum Command {
     Callbacks(check::CallbacksCommand),
     /// Verify a checkpoint and print its metadata, callback states and tensors.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Print the callback contract (`wit/callbacks.wit`) this binary speaks, for bindings
+    /// generators in any language.
+    Wit,
     /// Compile a component from stdin under limits (the sandbox's child process).
     #[command(name = trainrt::sandbox::COMPILE_SUBCOMMAND, hide = true)]
     Compile(compile::CompileArgs),
@@ -81,6 +84,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => args.execute(),
         Command::Callbacks(cmd) => cmd.execute(),
         Command::Checkpoint(args) => args.execute(),
+        Command::Wit => {
+            print!("{}", trainrt::contract::WIT_SOURCE);
+            Ok(0)
+        }
         Command::Compile(args) => args.execute(),
     };
     match result {

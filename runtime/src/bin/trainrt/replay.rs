@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
+use serde_json::{Value, json};
 use trainrt::config::{apply_sandbox_flags, callback_options};
 use trainrt::decision::decision_json;
 use trainrt::events::{Event, kind_name};
@@ -25,6 +25,11 @@ pub struct ReplayArgs {
     /// Sandbox options, as for `trainrt run`: `[NAME:]key=value,...`. Repeatable.
     #[arg(long = "sandbox", value_name = "[NAME:]KEY=VALUE,...")]
     sandbox: Vec<String>,
+    /// Compare the decisions with this file (an earlier replay's output, or a run's
+    /// `decisions.jsonl`, whose `status` and `reason` are ignored) and exit 1 with the
+    /// differences if they are not the same: a callback's regression test in one line.
+    #[arg(long, value_name = "DECISIONS.jsonl")]
+    expect: Option<PathBuf>,
 }
 
 impl ReplayArgs {
@@ -65,10 +70,12 @@ impl ReplayArgs {
                 .map_err(Failure::usage)?;
             events.push(event);
         }
+        let expected = self.expect.as_deref().map(read_expected).transpose()?;
         let sandbox = Arc::new(crate::compile::sandbox()?);
         let mut host = CallbackHost::start(sandbox, &options).map_err(Failure::usage)?;
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
+        let mut got = Vec::new();
         for event in &events {
             let (_, answers) = host.dispatch(event);
             for answer in answers {
@@ -81,6 +88,7 @@ impl ReplayArgs {
                         "decision": decision_json(d),
                     });
                     writeln!(out, "{line}").map_err(Failure::failed)?;
+                    got.push(line);
                 }
             }
             for (callback, line) in host.take_logs() {
@@ -93,6 +101,110 @@ impl ReplayArgs {
                 );
             }
         }
-        Ok(0)
+        let (Some(expected), Some(path)) = (expected, &self.expect) else {
+            return Ok(0);
+        };
+        match differences(&expected, &got) {
+            None => {
+                eprintln!(
+                    "decisions match {}: {} decision(s)",
+                    path.display(),
+                    got.len()
+                );
+                Ok(0)
+            }
+            Some(diff) => Err(Failure::failed(anyhow::anyhow!(
+                "decisions differ from {}:\n{diff}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The fields of a decision line that a replay reproduces (a run's `decisions.jsonl` adds what
+/// became of each, which a replay cannot know).
+const COMPARED: [&str; 5] = ["callback", "event", "epoch", "step", "decision"];
+
+/// Reads the expected decisions, keeping the compared fields of each line.
+fn read_expected(path: &std::path::Path) -> Result<Vec<Value>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(Failure::usage)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
+                .map_err(Failure::usage)?;
+            let compared: serde_json::Map<String, Value> = COMPARED
+                .iter()
+                .filter_map(|k| value.get(*k).map(|v| ((*k).to_string(), v.clone())))
+                .collect();
+            if compared.len() != COMPARED.len() {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} line {}: not a decision (it needs {})",
+                    path.display(),
+                    i + 1,
+                    COMPARED.join(", ")
+                )));
+            }
+            Ok(Value::Object(compared))
+        })
+        .collect()
+}
+
+/// `None` when `got` is `expected`; otherwise the differing lines, numbered from 1, with `-` for
+/// what was expected and `+` for what the callbacks decided (at most ten, then a count).
+fn differences(expected: &[Value], got: &[Value]) -> Option<String> {
+    const SHOWN: usize = 10;
+    let mut lines = Vec::new();
+    let mut differing = 0;
+    for i in 0..expected.len().max(got.len()) {
+        let (e, g) = (expected.get(i), got.get(i));
+        if e == g {
+            continue;
+        }
+        differing += 1;
+        if differing > SHOWN {
+            continue;
+        }
+        lines.push(format!("decision {}:", i + 1));
+        lines.push(e.map_or_else(|| "  - (none)".into(), |v| format!("  - {v}")));
+        lines.push(g.map_or_else(|| "  + (none)".into(), |v| format!("  + {v}")));
+    }
+    if differing == 0 {
+        return None;
+    }
+    if differing > SHOWN {
+        lines.push(format!("... and {} more", differing - SHOWN));
+    }
+    lines.push(format!(
+        "{differing} of {} line(s) differ; expected {} decision(s), got {}",
+        expected.len().max(got.len()),
+        expected.len(),
+        got.len()
+    ));
+    Some(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_line_with_both_sides() {
+        let a = json!({"callback": "x", "decision": {"kind": "end-epoch"}});
+        let b = json!({"callback": "y", "decision": {"kind": "end-epoch"}});
+        let one = std::slice::from_ref(&a);
+        assert_eq!(differences(one, one), None);
+        let diff = differences(&[a.clone(), a.clone()], &[a.clone(), b.clone(), b]).unwrap();
+        assert!(diff.contains("decision 2:\n  - {"), "{diff}");
+        assert!(diff.contains("\"y\""), "{diff}");
+        assert!(diff.contains("decision 3:\n  - (none)"), "{diff}");
+        assert!(
+            diff.ends_with("2 of 3 line(s) differ; expected 2 decision(s), got 3"),
+            "{diff}"
+        );
     }
 }
