@@ -90,7 +90,10 @@ fn usage_errors_say_what_is_wrong_and_exit_2() {
     usage_error(
         &["check", "core.wasm"],
         d,
-        &["core wasm module, not a component"],
+        &[
+            "core wasm module without the callback world",
+            "wasm-tools component new",
+        ],
     );
     let mut truncated = std::fs::read(WatGuest::new(&[kind::EPOCH_END]).write(d, "whole")).unwrap();
     truncated.truncate(truncated.len() / 2);
@@ -327,6 +330,30 @@ fn run_check_replay_and_export_work_together() {
     );
     let out = trainrt(&["run", "--resume", "r", "--epochs", "8"], d);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_core_module_carrying_the_callback_world_runs_without_wasm_tools() {
+    // What `cargo build --target wasm32-unknown-unknown` makes of an SDK callback: a core module
+    // with the world embedded. trainrt makes it a component on load, as it does the bundled ones.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let guest = crate::common::deciding_guest(
+        &[kind::EPOCH_END],
+        "on-epoch-end",
+        &[crate::common::Decision::Stop("core module says stop")],
+    );
+    std::fs::write(d.join("stopper.wasm"), guest.core_module()).unwrap();
+    let out = trainrt(&["check", "stopper.wasm"], d);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = trainrt(&["run", "--epochs", "3", "--callback", "stopper.wasm"], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped after 1 epochs")
+            && stderr(&out).contains("core module says stop"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

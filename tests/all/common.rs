@@ -253,13 +253,15 @@ impl WatGuest {
 
     /// Builds the component: WAT -> core module -> embed the WIT world -> component.
     pub fn component(&self) -> Vec<u8> {
-        let mut resolve = wit_parser::Resolve::default();
-        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
-        let (pkg, _) = resolve.push_path(&wit).expect("wit parses");
-        let world = resolve
-            .select_world(&[pkg], Some("callback-world"))
-            .expect("world");
+        let (resolve, world) = callback_world();
         componentize(&self.wat(), &resolve, world)
+    }
+
+    /// The core module with the WIT world embedded but not made a component: what
+    /// `cargo build --target wasm32-unknown-unknown` of an SDK callback produces.
+    pub fn core_module(&self) -> Vec<u8> {
+        let (resolve, world) = callback_world();
+        embed_world(&self.wat(), &resolve, world)
     }
 
     /// Writes the component to `dir/<name>.wasm` and returns the path.
@@ -270,13 +272,19 @@ impl WatGuest {
     }
 }
 
-/// Turns a core module in WAT into a component for `world` of `resolve`: embeds the world's
-/// metadata, then encodes (and validates) the component.
-pub fn componentize(
-    wat: &str,
-    resolve: &wit_parser::Resolve,
-    world: wit_parser::WorldId,
-) -> Vec<u8> {
+/// The callback world of `wit/callbacks.wit`.
+fn callback_world() -> (wit_parser::Resolve, wit_parser::WorldId) {
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    let (pkg, _) = resolve.push_path(&wit).expect("wit parses");
+    let world = resolve
+        .select_world(&[pkg], Some("callback-world"))
+        .expect("world");
+    (resolve, world)
+}
+
+/// A core module in WAT with the metadata of `world` of `resolve` embedded.
+fn embed_world(wat: &str, resolve: &wit_parser::Resolve, world: wit_parser::WorldId) -> Vec<u8> {
     let mut module = wat::parse_str(wat).expect("fixture WAT parses");
     wit_component::embed_component_metadata(
         &mut module,
@@ -285,6 +293,17 @@ pub fn componentize(
         wit_component::StringEncoding::UTF8,
     )
     .expect("embed");
+    module
+}
+
+/// Turns a core module in WAT into a component for `world` of `resolve`: embeds the world's
+/// metadata, then encodes (and validates) the component.
+pub fn componentize(
+    wat: &str,
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> Vec<u8> {
+    let module = embed_world(wat, resolve, world);
     wit_component::ComponentEncoder::default()
         .module(&module)
         .expect("module")

@@ -1,6 +1,6 @@
 //! What a guest may import, and the checks a component passes before it is compiled into
-//! anything the sandbox will run: a component (not a core module), for this world, importing
-//! nothing the sandbox does not grant.
+//! anything the sandbox will run: a component (a core module carrying the callback world is made
+//! one first), for this world, importing nothing the sandbox does not grant.
 
 use serde::Serialize;
 use wasmtime::component::Component;
@@ -56,11 +56,8 @@ pub(crate) fn compile(
         ));
     }
     if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(invalid(
-            "is a core wasm module, not a component: build it for wasm32-wasip2, or wrap it with \
-             `wasm-tools component new`; see docs/writing-callbacks.md"
-                .into(),
-        ));
+        let component = component_of_module(bytes).map_err(invalid)?;
+        return compile(sandbox, name, &component, limits);
     }
     let component = super::compile::load(sandbox, name, bytes, limits)?;
     let refused = imports_with(sandbox, &component, ImportVerdict::Refused);
@@ -72,6 +69,42 @@ pub(crate) fn compile(
         )));
     }
     Ok(component)
+}
+
+/// Makes a component of a core module that carries the callback world, as `runtime/build.rs` does
+/// for the bundled callbacks: what `cargo build --target wasm32-unknown-unknown` makes of a
+/// callback written with the SDK (or any wit-bindgen guest, whose bindings embed the world), so
+/// its author needs no `wasm-tools component new` step. A module without the world, or one that
+/// needs an adapter (WASI preview 1 imports), is refused with what to do instead.
+fn component_of_module(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let carries_world = wit_component::metadata::decode(bytes)
+        .map_err(|e| format!("is a core wasm module that cannot be read: {e:#}"))?
+        .0
+        .is_some();
+    if !carries_world {
+        return Err(
+            "is a core wasm module without the callback world embedded, so it cannot be made a \
+             component: build it with the trainrt SDK or wit-bindgen for `callback-world` (their \
+             bindings embed it), for wasm32-wasip2, or wrap it with `wasm-tools component new`; \
+             see docs/writing-callbacks.md"
+                .into(),
+        );
+    }
+    wit_component::ComponentEncoder::default()
+        .module(bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| {
+            format!(
+                "is a core wasm module that cannot be made a component ({}): build it for \
+                 wasm32-unknown-unknown with the SDK, or for wasm32-wasip2 (WASI preview 1 \
+                 modules need `wasm-tools component new --adapt`)",
+                crate::sandbox::printable(&one_line(&format!("{e:#}")), 512)
+            )
+        })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The component's imports that get `verdict`.
