@@ -9,6 +9,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+mod metrics_csv;
+
+pub use metrics_csv::MetricsCsv;
+
 /// Errors reading or writing the run directory.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {

@@ -337,3 +337,35 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
         .collect();
     assert_eq!(epochs, (0..u64::from(epoch) + 1).collect::<Vec<_>>());
 }
+
+/// `metrics.csv` (Keras' CSVLogger layout) holds exactly what `metrics.jsonl` holds, custom
+/// metrics included, across a resume.
+#[test]
+fn metrics_csv_matches_metrics_jsonl_across_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(config_with_state(2), &run);
+    resume(config_with_state(4), &run).unwrap();
+    let lines = jsonl(&run, "metrics.jsonl");
+    assert_eq!(lines.len(), 4);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "epoch");
+    assert!(header.contains(&"early_stopping_wait"), "{header:?}");
+    let mut sorted = header[1..].to_vec();
+    sorted.sort_unstable();
+    assert_eq!(header[1..], sorted[..], "columns after epoch are sorted");
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), lines.len());
+    for (row, line) in rows.iter().zip(&lines) {
+        for (column, cell) in header.iter().zip(row) {
+            let expected = match &line[*column] {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) if s == "NaN" => "nan".into(),
+                other => panic!("{column}: unexpected {other}"),
+            };
+            assert_eq!(*cell, expected, "{column} in {line}");
+        }
+    }
+}

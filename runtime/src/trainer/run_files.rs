@@ -1,5 +1,6 @@
-//! The JSON-lines files of a run directory, appended as the run goes: one owner, so the order in
-//! which they reach the OS (and the disk) is decided in one place.
+//! The JSON-lines files of a run directory (and `metrics.csv`, derived from `metrics.jsonl`),
+//! appended as the run goes: one owner, so the order in which they reach the OS (and the disk) is
+//! decided in one place.
 
 use std::path::{Path, PathBuf};
 
@@ -8,13 +9,15 @@ use serde_json::{Value, json};
 use crate::decision::DecisionRecord;
 use crate::events::Event;
 use crate::host::FaultRecord;
-use crate::rundir::{JsonLines, RunDirError, atomic_write_json};
+use crate::rundir::{JsonLines, MetricsCsv, RunDirError, atomic_write_json};
 use crate::sandbox::LogLine;
 
-/// `metrics.jsonl`, `events.jsonl`, `decisions.jsonl`, `faults.jsonl` and `log.jsonl` of one run.
+/// `metrics.jsonl`, `events.jsonl`, `decisions.jsonl`, `faults.jsonl` and `log.jsonl` of one run,
+/// and `metrics.csv`.
 pub(super) struct RunFiles {
     dir: PathBuf,
     metrics: JsonLines,
+    metrics_csv: MetricsCsv,
     events: JsonLines,
     decisions: JsonLines,
     faults: JsonLines,
@@ -25,9 +28,11 @@ impl RunFiles {
     /// Opens the files of `dir` for appending (a resumed run continues them).
     pub fn open(dir: &Path) -> Result<Self, RunDirError> {
         let open = |name: &str| JsonLines::open_append(&dir.join(name));
+        let metrics = open("metrics.jsonl")?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            metrics: open("metrics.jsonl")?,
+            metrics_csv: MetricsCsv::open(&dir.join("metrics.csv"), metrics.path())?,
+            metrics,
             events: open("events.jsonl")?,
             decisions: open("decisions.jsonl")?,
             faults: open("faults.jsonl")?,
@@ -66,7 +71,8 @@ impl RunFiles {
 
     /// An epoch's metrics line.
     pub fn metrics(&mut self, line: &Value) -> Result<(), RunDirError> {
-        self.metrics.append(line)
+        self.metrics.append(line)?;
+        self.metrics_csv.append(line)
     }
 
     /// Hands every file's buffered lines to the OS; with `durable`, also waits for the disk.
@@ -80,7 +86,11 @@ impl RunFiles {
         ] {
             if durable { f.sync()? } else { f.flush()? }
         }
-        Ok(())
+        if durable {
+            self.metrics_csv.sync()
+        } else {
+            self.metrics_csv.flush()
+        }
     }
 
     /// Writes `summary.json`, atomically.
