@@ -259,6 +259,9 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Write the `last` checkpoint every this many epochs (it is always written at the end).
     pub checkpoint_every: u32,
+    /// Write the training loss and learning rate to TensorBoard every this many steps (0: the
+    /// epoch metrics only).
+    pub log_every: u32,
     /// Bounds on callbacks' decisions.
     pub decisions: DecisionPolicy,
     /// Callbacks, in delivery order.
@@ -285,6 +288,7 @@ impl Default for TrainConfig {
             device: DeviceSpec::Cpu,
             val_fraction: 0.2,
             checkpoint_every: 1,
+            log_every: 10,
             decisions: DecisionPolicy::default(),
             callbacks: Vec::new(),
         }

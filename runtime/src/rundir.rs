@@ -10,8 +10,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 mod metrics_csv;
+pub mod tensorboard;
 
 pub use metrics_csv::MetricsCsv;
+pub use tensorboard::TensorBoardWriter;
 
 /// Errors reading or writing the run directory.
 #[derive(Debug, thiserror::Error)]

@@ -314,9 +314,9 @@ fn a_full_disk_ends_the_run_cleanly_and_it_resumes_elsewhere() {
     // Moved to a disk with room, the run continues from that checkpoint.
     let roomy = tempfile::tempdir().unwrap();
     let moved = roomy.path().join("run");
-    std::fs::create_dir_all(moved.join("checkpoints")).unwrap();
     for f in &files {
         let to = moved.join(f.strip_prefix(&run).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(f, to).unwrap();
     }
     let out = crate::common::trainrt_command()
@@ -368,4 +368,77 @@ fn metrics_csv_matches_metrics_jsonl_across_a_resume() {
             assert_eq!(*cell, expected, "{column} in {line}");
         }
     }
+}
+
+/// The TensorBoard events (read back here with the crate's own reader, which checks every
+/// checksum; `scripts/check-tensorboard.sh` reads them with TensorBoard's) hold each epoch's
+/// metrics at its last step, the loss every 10 steps and applied decisions as text; a resumed run
+/// starts a new file that tells TensorBoard to drop anything past its checkpoint.
+#[test]
+fn tensorboard_events_hold_the_metrics_and_a_resume_marks_where_it_starts() {
+    use trainrt::rundir::tensorboard::read::{Point, points};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut config = quick_config(2);
+    config
+        .push_callback("reduce-lr-on-plateau:patience=0,min_delta=100")
+        .unwrap();
+    train(config.clone(), &run);
+    config.epochs = 3;
+    resume(config, &run).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(run.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let all: Vec<Vec<Point>> = files
+        .iter()
+        .map(|f| points(&std::fs::read(f).unwrap()).unwrap())
+        .collect();
+    let metrics = jsonl(&run, "metrics.jsonl");
+    let epoch_loss: Vec<(u64, f32)> = all
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            Point::Scalar(tag, step, v) if tag == "epoch/loss" => Some((*step, *v)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(u64, f32)> = metrics
+        .iter()
+        .map(|m| {
+            (
+                m["step"].as_u64().unwrap(),
+                m["loss"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    assert_eq!(epoch_loss, expected);
+    let last_step = expected.last().unwrap().0;
+    let batch_steps: Vec<u64> = all
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            Point::Scalar(tag, step, _) if tag == "batch/loss" => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        batch_steps,
+        (10..=last_step).step_by(10).collect::<Vec<_>>()
+    );
+    // The resumed run's file starts one step past the checkpoint it resumed from.
+    assert_eq!(all[1][0], Point::Start(expected[1].0 + 1));
+    let texts = all
+        .iter()
+        .flatten()
+        .filter(|p| matches!(p, Point::Text(tag, _, text) if tag == "decisions" && text.contains("set-learning-rate")))
+        .count();
+    let applied = jsonl(&run, "decisions.jsonl")
+        .iter()
+        .filter(|d| d["status"] == "applied" && d["decision"]["kind"] == "set-learning-rate")
+        .count();
+    assert!(applied > 0);
+    assert_eq!(texts, applied);
 }

@@ -73,6 +73,10 @@ impl Run {
             self.progress.restored = None;
             self.progress.step += 1;
             let step = self.progress.step;
+            let every = u64::from(self.config.log_every);
+            if every > 0 && step.is_multiple_of(every) {
+                self.files.batch(step, result.loss, result.lr)?;
+            }
             totals.loss += result.loss * chunk.len() as f64;
             totals.correct += result.correct;
             totals.samples += chunk.len() as u64;

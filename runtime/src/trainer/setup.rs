@@ -75,7 +75,7 @@ impl Run {
             // epochs that will run again: keep only the epochs the checkpoint holds.
             drop_metrics_from(&run_dir.join("metrics.jsonl"), epoch)?;
         }
-        let files = RunFiles::open(&run_dir)?;
+        let files = RunFiles::open(&run_dir, resume.then_some(step))?;
         let batch = config.batch_size as usize;
         let info = RunInfo {
             run_name: config.name.clone(),

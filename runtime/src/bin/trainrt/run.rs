@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Fraction of the data held out for validation.
     #[arg(long)]
     val_fraction: Option<f64>,
+    /// Write the training loss and learning rate to TensorBoard every N steps (0: epoch metrics
+    /// only; default 10).
+    #[arg(long, value_name = "N")]
+    log_every: Option<u32>,
     /// Run directory (default: `runs/<name>`).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -101,7 +105,8 @@ impl RunArgs {
             optimizer,
             seed,
             device,
-            val_fraction
+            val_fraction,
+            log_every
         );
         for spec in &self.callbacks {
             config.push_callback(spec).map_err(Failure::usage)?;
