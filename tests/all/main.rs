@@ -15,3 +15,4 @@ mod run_budgets;
 mod run_files;
 mod sandbox_limits;
 mod training;
+mod wasi_guests;
