@@ -170,11 +170,68 @@ fn sync_dir(dir: &Path) -> Result<(), RunDirError> {
     Ok(())
 }
 
+/// A file written at its end through a buffer, with the flush and sync every run file needs.
+#[derive(Debug)]
+pub struct AppendFile {
+    path: PathBuf,
+    file: io::BufWriter<File>,
+}
+
+impl AppendFile {
+    /// Opens `path` for appending, creating it if missing (or, with `new`, only creating it:
+    /// an existing file is an error).
+    pub fn open(path: &Path, new: bool) -> Result<Self, RunDirError> {
+        let mut options = OpenOptions::new();
+        options.append(true);
+        if new {
+            options.create_new(true);
+        } else {
+            options.create(true);
+        }
+        let file = options
+            .open(path)
+            .map_err(|e| RunDirError::io("cannot open", path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: io::BufWriter::new(file),
+        })
+    }
+
+    /// Appends `bytes`. Buffered until [`AppendFile::flush`].
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), RunDirError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+    }
+
+    /// Hands what is buffered to the operating system (it survives the process being killed).
+    pub fn flush(&mut self) -> Result<(), RunDirError> {
+        self.file
+            .flush()
+            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+    }
+
+    /// Flushes and waits until the bytes are on disk (they survive a power cut).
+    pub fn sync(&mut self) -> Result<(), RunDirError> {
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|e| RunDirError::io("cannot sync", &self.path, e))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// An append-only JSON-lines file (`metrics.jsonl`, `events.jsonl`, `decisions.jsonl`).
 #[derive(Debug)]
 pub struct JsonLines {
-    path: PathBuf,
-    file: io::BufWriter<File>,
+    file: AppendFile,
+    /// The line being encoded; kept for its capacity.
+    line: Vec<u8>,
 }
 
 impl JsonLines {
@@ -193,47 +250,36 @@ impl JsonLines {
             f.set_len(keep as u64)
                 .map_err(|e| RunDirError::io("cannot truncate", path, e))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| RunDirError::io("cannot open", path, e))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            file: io::BufWriter::new(file),
+            file: AppendFile::open(path, false)?,
+            line: Vec::new(),
         })
     }
 
     /// Appends one value as a line. Buffered until [`JsonLines::flush`].
     pub fn append<T: serde::Serialize>(&mut self, value: &T) -> Result<(), RunDirError> {
-        serde_json::to_writer(&mut self.file, value).map_err(|source| RunDirError::Json {
-            path: self.path.clone(),
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value).map_err(|source| RunDirError::Json {
+            path: self.file.path().to_path_buf(),
             source,
         })?;
-        self.file
-            .write_all(b"\n")
-            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+        self.line.push(b'\n');
+        self.file.write(&self.line)
     }
 
     /// Hands buffered lines to the operating system (they survive the process being killed).
     pub fn flush(&mut self) -> Result<(), RunDirError> {
-        self.file
-            .flush()
-            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+        self.file.flush()
     }
 
     /// Flushes and waits until the lines are on disk (they survive a power cut).
     pub fn sync(&mut self) -> Result<(), RunDirError> {
-        self.flush()?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(|e| RunDirError::io("cannot sync", &self.path, e))
+        self.file.sync()
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 

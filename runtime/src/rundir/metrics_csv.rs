@@ -6,24 +6,21 @@
 //! rows leave it empty), atomically, instead of failing as Keras does. A resumed run rebuilds the
 //! file from `metrics.jsonl` when it opens, so the two always agree.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::{RunDirError, atomic_write, read_json_lines};
+use super::{AppendFile, RunDirError, atomic_write, read_json_lines};
 
 /// The run's `metrics.csv`, appended an epoch at a time.
 #[derive(Debug)]
 pub struct MetricsCsv {
-    path: PathBuf,
     /// `epoch` first, then the other columns in sorted order.
     columns: Vec<String>,
     /// Every row so far, kept to rewrite the file when a column is added (epochs x metrics:
     /// kilobytes).
     rows: Vec<Map<String, Value>>,
-    file: io::BufWriter<File>,
+    file: AppendFile,
 }
 
 impl MetricsCsv {
@@ -41,10 +38,9 @@ impl MetricsCsv {
         }
         write_all(path, &columns, &rows)?;
         Ok(Self {
-            path: path.to_path_buf(),
             columns,
             rows,
-            file: open_append(path)?,
+            file: AppendFile::open(path, false)?,
         })
     }
 
@@ -55,33 +51,24 @@ impl MetricsCsv {
         add_columns(&mut self.columns, &row);
         self.rows.push(row);
         if self.columns.len() != known {
-            self.file.flush().map_err(|e| self.io_error(e))?;
-            write_all(&self.path, &self.columns, &self.rows)?;
-            self.file = open_append(&self.path)?;
+            self.file.flush()?;
+            let path = self.file.path().to_path_buf();
+            write_all(&path, &self.columns, &self.rows)?;
+            self.file = AppendFile::open(&path, false)?;
             return Ok(());
         }
         let text = format_row(&self.columns, self.rows.last().expect("just pushed"));
-        self.file
-            .write_all(text.as_bytes())
-            .map_err(|e| self.io_error(e))
+        self.file.write(text.as_bytes())
     }
 
     /// Hands buffered rows to the operating system.
     pub fn flush(&mut self) -> Result<(), RunDirError> {
-        self.file.flush().map_err(|e| self.io_error(e))
+        self.file.flush()
     }
 
     /// Flushes and waits until the rows are on disk.
     pub fn sync(&mut self) -> Result<(), RunDirError> {
-        self.flush()?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(|e| RunDirError::io("cannot sync", &self.path, e))
-    }
-
-    fn io_error(&self, e: io::Error) -> RunDirError {
-        RunDirError::io("cannot write", &self.path, e)
+        self.file.sync()
     }
 }
 
@@ -151,14 +138,6 @@ fn quoted(text: &str) -> String {
     } else {
         text.to_string()
     }
-}
-
-fn open_append(path: &Path) -> Result<io::BufWriter<File>, RunDirError> {
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map(io::BufWriter::new)
-        .map_err(|e| RunDirError::io("cannot open", path, e))
 }
 
 #[cfg(test)]

@@ -11,13 +11,11 @@
 //! checkpoint, and TensorBoard drops what an interrupted run wrote from there on instead of
 //! showing those steps twice.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::RunDirError;
+use super::{AppendFile, RunDirError};
 
 /// The version string TensorBoard expects in a file's first event.
 const FILE_VERSION: &str = "brain.Event:2";
@@ -25,8 +23,7 @@ const FILE_VERSION: &str = "brain.Event:2";
 /// An open events file in a run's `tensorboard/` directory.
 #[derive(Debug)]
 pub struct TensorBoardWriter {
-    path: PathBuf,
-    file: io::BufWriter<File>,
+    file: AppendFile,
 }
 
 impl TensorBoardWriter {
@@ -48,14 +45,8 @@ impl TensorBoardWriter {
             std::process::id(),
             OPENED.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| RunDirError::io("cannot create", &path, e))?;
         let mut writer = Self {
-            path,
-            file: io::BufWriter::new(file),
+            file: AppendFile::open(&path, true)?,
         };
         writer.record(&event(0, |e| e.string(3, FILE_VERSION)))?;
         if let Some(step) = resumed_at {
@@ -112,23 +103,17 @@ impl TensorBoardWriter {
 
     /// Hands buffered records to the operating system.
     pub fn flush(&mut self) -> Result<(), RunDirError> {
-        self.file
-            .flush()
-            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+        self.file.flush()
     }
 
     /// Flushes and waits until the records are on disk.
     pub fn sync(&mut self) -> Result<(), RunDirError> {
-        self.flush()?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(|e| RunDirError::io("cannot sync", &self.path, e))
+        self.file.sync()
     }
 
     /// The events file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Appends one TFRecord.
@@ -139,9 +124,7 @@ impl TensorBoardWriter {
         framed.extend_from_slice(&masked_crc(&len).to_le_bytes());
         framed.extend_from_slice(data);
         framed.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.file
-            .write_all(&framed)
-            .map_err(|e| RunDirError::io("cannot write", &self.path, e))
+        self.file.write(&framed)
     }
 }
 
