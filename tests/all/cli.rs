@@ -346,6 +346,8 @@ fn a_core_module_carrying_the_callback_world_runs_without_wasm_tools() {
     std::fs::write(d.join("stopper.wasm"), guest.core_module()).unwrap();
     let out = trainrt(&["check", "stopper.wasm"], d);
     assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("made a component on load"), "{text}");
     let out = trainrt(&["run", "--epochs", "3", "--callback", "stopper.wasm"], d);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(

@@ -66,10 +66,17 @@ impl CheckArgs {
             println!("{value}");
             return Ok(0);
         }
+        // A core module carrying the callback world was made a component when it was loaded.
+        let from_module = bytes.get(4..8) == Some(&[1, 0, 0, 0]);
         println!(
-            "{}: valid callback component ({} bytes)",
+            "{}: valid callback component ({} bytes{})",
             spec.source,
-            bytes.len()
+            bytes.len(),
+            if from_module {
+                "; a core module carrying the callback world, made a component on load"
+            } else {
+                ""
+            }
         );
         println!("exports:");
         for (name, funcs) in &report.exports {
