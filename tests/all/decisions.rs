@@ -28,16 +28,7 @@ fn run_info() -> RunInfo {
         optimizer: "sgd".into(),
         initial_lr: 0.1,
         seed: 42,
-        metric_names: [
-            "loss",
-            "accuracy",
-            "val_loss",
-            "val_accuracy",
-            "lr",
-            "grad_norm",
-        ]
-        .map(String::from)
-        .to_vec(),
+        metric_names: trainrt::events::METRIC_NAMES.map(String::from).to_vec(),
         start_epoch: 0,
         start_step: 0,
     }

@@ -46,6 +46,27 @@ pub(crate) fn assert_weights_untouched(run: &Path, dir: &Path) {
     );
 }
 
+/// Asserts that `run` recorded no fault and kept at most two calls' worth of callback output;
+/// returns how many bytes of output it dropped.
+pub(crate) fn assert_output_cut_without_a_fault(run: &Path) -> u64 {
+    assert!(
+        fault_kinds(run).is_empty(),
+        "{:?}",
+        jsonl(run, "faults.jsonl")
+    );
+    let kept: usize = jsonl(run, "log.jsonl")
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        kept <= 2 * Limits::default().log_bytes_per_call + 16,
+        "kept {kept} bytes"
+    );
+    summary(run)["callbacks"][0]["dropped_log_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
 pub(crate) fn fault_kinds(run: &Path) -> Vec<String> {
     jsonl(run, "faults.jsonl")
         .iter()
@@ -205,26 +226,7 @@ fn log_floods_are_cut_and_counted() {
         ..Limits::default()
     };
     let run = run_with(guest, dir.path(), FaultPolicy::Disable, limits);
-    assert!(
-        fault_kinds(&run).is_empty(),
-        "{:?}",
-        jsonl(&run, "faults.jsonl")
-    );
-    let log = jsonl(&run, "log.jsonl");
-    let kept: usize = log
-        .iter()
-        .map(|l| l["message"].as_str().unwrap().len())
-        .sum();
-    assert!(
-        kept <= 2 * Limits::default().log_bytes_per_call + 16,
-        "kept {kept} bytes"
-    );
-    assert!(
-        summary(&run)["callbacks"][0]["dropped_log_bytes"]
-            .as_u64()
-            .unwrap()
-            > 1_000_000
-    );
+    assert!(assert_output_cut_without_a_fault(&run) > 1_000_000);
     assert_weights_untouched(&run, dir.path());
 }
 

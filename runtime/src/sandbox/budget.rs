@@ -80,7 +80,8 @@ pub struct CallTotals {
 
 impl RunBudget {
     /// Whether a budget fault was already raised for this callback.
-    pub fn exhausted(&self) -> bool {
+    #[cfg(test)]
+    fn exhausted(&self) -> bool {
         self.exhausted
     }
 
