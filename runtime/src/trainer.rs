@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use crate::checkpoint::CheckpointSaver;
 use crate::config::{ConfigError, TrainConfig};
 use crate::contract::{Outcome, RunInfo};
+use crate::decision::DecisionRecord;
 use crate::host::{CallbackHost, CallbackReport, FaultRecord};
 use crate::rundir::RunDirError;
 use crate::sandbox::{LogLine, Sandbox};
@@ -88,6 +89,26 @@ pub trait Observer {
     fn callback_log(&mut self, _callback: &str, _line: &LogLine) {}
     /// A callback faulted.
     fn callback_fault(&mut self, _fault: &FaultRecord) {}
+    /// Callbacks' decisions at one fixed point, with what became of each (`decisions.jsonl`).
+    fn decisions(&mut self, _records: &[DecisionRecord]) {}
+    /// Whether someone outside the run asks it to stop or pause: polled after every step and at
+    /// the end of every epoch (a service cancelling a job, a signal).
+    fn interrupt(&mut self) -> Option<Interrupt> {
+        None
+    }
+}
+
+/// A request from outside the run, applied at the trainer's fixed points like a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Stop after the current step, as a callback's stop would (validation, `train-end` with a
+    /// `stopped` outcome carrying the reason, the final `last` checkpoint); the run ends
+    /// `cancelled`.
+    Cancel(String),
+    /// Pause at the end of the current epoch, once its `last` checkpoint is on disk, without
+    /// `train-end`: `--resume` continues the run exactly where it paused. The run ends
+    /// `suspended`. Ignored once the last epoch has started.
+    Suspend,
 }
 
 /// An [`Observer`] that ignores everything.
@@ -104,6 +125,10 @@ pub enum RunOutcome {
     Stopped,
     /// Training failed, or a critical callback faulted.
     Failed,
+    /// Stopped from outside ([`Interrupt::Cancel`]).
+    Cancelled,
+    /// Paused at an epoch boundary ([`Interrupt::Suspend`]); `--resume` continues it.
+    Suspended,
 }
 
 impl std::fmt::Display for RunOutcome {
@@ -112,6 +137,8 @@ impl std::fmt::Display for RunOutcome {
             Self::Completed => "completed",
             Self::Stopped => "stopped",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Suspended => "suspended",
         })
     }
 }
@@ -244,6 +271,10 @@ struct Progress {
     resumed_states: Vec<(String, Vec<u8>)>,
     /// The checkpoint a callback restored since the last training step, if any.
     restored: Option<RestoredWeights>,
+    /// Stopped by [`Interrupt::Cancel`] (the reason is in `stop`).
+    cancelled: bool,
+    /// [`Interrupt::Suspend`] was asked for: pause at the end of this epoch.
+    suspend: bool,
 }
 
 impl Run {
@@ -252,6 +283,9 @@ impl Run {
         let started = Instant::now();
         observer.started(&self.info, self.files.dir());
         let result = self.fit(observer);
+        if result.is_ok() && self.suspending() {
+            return self.suspend(started);
+        }
         let outcome = match (&result, &self.progress.stop) {
             (Err(e), _) => Outcome::Failed(crate::error_chain(e)),
             (Ok(()), _) if self.callbacks.abort_requested().is_some() => Outcome::Failed(
@@ -279,8 +313,13 @@ impl Run {
             }
             _ => None,
         };
+        let cancelled = self.progress.cancelled && matches!(outcome, Outcome::Stopped(_));
         let summary = RunSummary {
-            outcome: RunOutcome::from(&outcome),
+            outcome: if cancelled {
+                RunOutcome::Cancelled
+            } else {
+                RunOutcome::from(&outcome)
+            },
             reason: match outcome {
                 Outcome::Completed => None,
                 Outcome::Stopped(reason) | Outcome::Failed(reason) => Some(reason),
@@ -296,6 +335,34 @@ impl Run {
         self.files.flush(true)?;
         self.files.summary(&summary)?;
         end_result?;
+        Ok(summary)
+    }
+
+    /// Whether the loop ended to pause: asked to, with epochs left and nothing else ending it.
+    fn suspending(&self) -> bool {
+        self.progress.suspend && self.progress.epoch < self.config.epochs && !self.stopping()
+    }
+
+    /// Ends an invocation paused at an epoch boundary: its `last` checkpoint is on disk (saved
+    /// by `finish_epoch`), callbacks hear no `train-end`, and `--resume` continues.
+    fn suspend(&mut self, started: Instant) -> Result<RunSummary, TrainError> {
+        self.checkpoints.wait()?;
+        let summary = RunSummary {
+            outcome: RunOutcome::Suspended,
+            reason: Some(format!(
+                "suspended after epoch {}; resume continues from its checkpoint",
+                self.progress.epochs_done
+            )),
+            epochs_completed: self.progress.epochs_done,
+            steps: self.progress.step,
+            final_metrics: self.progress.last_metrics.clone(),
+            run_dir: self.files.dir().to_path_buf(),
+            wall_time_s: started.elapsed().as_secs_f64(),
+            callbacks: self.callbacks.reports(),
+            final_weights: None,
+        };
+        self.files.flush(true)?;
+        self.files.summary(&summary)?;
         Ok(summary)
     }
 }

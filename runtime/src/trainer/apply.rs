@@ -83,7 +83,7 @@ impl Run {
         let announce_faults = !matches!(event, Event::Fault(_));
         self.record_logs_and_faults(announce_faults, pending, observer)?;
         if !set.is_empty() {
-            self.apply(set, event, pending)?;
+            self.apply(set, event, pending, observer)?;
             // Applying may have put a callback over a run budget.
             self.record_logs_and_faults(announce_faults, pending, observer)?;
         }
@@ -120,6 +120,7 @@ impl Run {
         mut set: DecisionSet,
         event: &Event,
         pending: &mut VecDeque<FollowUp>,
+        observer: &mut dyn Observer,
     ) -> Result<(), TrainError> {
         let (during, epoch, step) = (kind_name(event.kind()), event.epoch(), event.step());
         for metric in std::mem::take(&mut set.metrics) {
@@ -224,7 +225,9 @@ impl Run {
                 format!("{own} {}", stop.value)
             });
         }
-        Ok(self.files.decisions(set.records())?)
+        let records = set.records();
+        observer.decisions(records);
+        Ok(self.files.decisions(records)?)
     }
 
     /// Loads checkpoint `tag`'s weights into the model for decision `restore`; a checkpoint that

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Observer, Run, TrainError};
+use super::{Interrupt, Observer, Run, TrainError};
 use crate::checkpoint::LAST_TAG;
 use crate::contract::{
     BatchInfo, BatchMetrics, EpochInfo, EpochMetrics, EventKind, FaultInfo, FaultKind, Outcome,
@@ -30,6 +30,9 @@ impl Run {
         self.emit(Event::TrainStart(self.info.clone()), observer)?;
         self.restore_callback_states(observer)?;
         while self.progress.epoch < self.config.epochs && !self.stopping() {
+            if self.progress.suspend {
+                break;
+            }
             let epoch = self.progress.epoch;
             let (step, lr) = (self.progress.step, self.learner.lr());
             self.emit(Event::EpochStart(EpochInfo { epoch, step, lr }), observer)?;
@@ -110,6 +113,7 @@ impl Run {
                 self.emit(Event::BatchEnd(metrics), observer)?;
             }
             observer.batch_done(epoch, batch, batches);
+            self.poll_interrupt(observer);
             if std::mem::take(&mut self.progress.end_epoch) || self.stopping() {
                 break;
             }
@@ -183,8 +187,10 @@ impl Run {
         self.files.flush(false)?;
         // A checkpoint that failed to write (a full disk) ends the run here.
         self.checkpoints.check()?;
+        self.poll_interrupt(observer);
         let done = self.progress.epochs_done;
-        if done.is_multiple_of(self.config.checkpoint_every)
+        let pausing = self.progress.suspend && !self.stopping();
+        if (done.is_multiple_of(self.config.checkpoint_every) || pausing)
             && done < self.config.epochs
             && self.progress.stop.is_none()
         {
@@ -213,8 +219,21 @@ impl Run {
         Ok(self.checkpoints.wait()?)
     }
 
+    /// Takes in a request from outside the run ([`Observer::interrupt`]); a cancel stops like a
+    /// callback's stop, with its reason, and the first reason stands.
+    fn poll_interrupt(&mut self, observer: &mut dyn Observer) {
+        match observer.interrupt() {
+            Some(Interrupt::Cancel(reason)) if self.progress.stop.is_none() => {
+                self.progress.stop = Some(reason);
+                self.progress.cancelled = true;
+            }
+            Some(Interrupt::Suspend) => self.progress.suspend = true,
+            _ => {}
+        }
+    }
+
     /// Whether a callback stopped training or a critical one faulted.
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.progress.stop.is_some() || self.callbacks.abort_requested().is_some()
     }
 }
