@@ -1,0 +1,827 @@
+//! The embedded backend: one SQLite file in WAL mode. Writes go through one connection, so
+//! transactions never race to upgrade a read lock; reads use a pool of read-only connections,
+//! which WAL lets run beside the writer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Attempt, AttemptUsage, Claim, Finish, JobPage, NewJob, Store, StoreError};
+use crate::model::{
+    Job, JobEvent, JobState, Principal, Quota, Tenant, TenantId, Upload, UploadKind, Usage,
+};
+use crate::now_ms;
+
+/// The schema, one migration per version, applied in order on open.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// A job row with its tenant's name and its attempts' usage.
+const JOB_COLUMNS: &str = "j.seq, j.id, t.name AS tenant, j.state, j.config, j.reason, j.attempts,
+    j.cancel_requested, j.storage_bytes, j.summary, j.created_at, j.started_at, j.finished_at,
+    (SELECT COALESCE(SUM(a.cpu_seconds), 0.0) FROM attempts a WHERE a.job_id = j.id) AS cpu_seconds,
+    (SELECT COALESCE(SUM(a.fuel), 0) FROM attempts a WHERE a.job_id = j.id) AS fuel";
+
+/// The SQLite job store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses no committed transaction when a process is killed; only a
+            // power cut may lose the last ones (never corrupting the file).
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, readers })
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&self.readers)
+                .await?,
+        )
+    }
+}
+
+/// Applies the migrations the database lacks, each in its own transaction.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(pool)
+            .await?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(*version)
+            .bind(*name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn tenant_of(row: &SqliteRow) -> Result<Tenant, StoreError> {
+    let quota: String = row.try_get("quota")?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        quota: serde_json::from_str(&quota).map_err(corrupt("tenant quota"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn job_of(row: &SqliteRow) -> Result<Job, StoreError> {
+    let state: String = row.try_get("state")?;
+    let config: String = row.try_get("config")?;
+    let summary: Option<String> = row.try_get("summary")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        state: state.parse().map_err(|message| StoreError::Corrupt {
+            what: "job state",
+            message,
+        })?,
+        config: serde_json::from_str(&config).map_err(corrupt("job config"))?,
+        reason: row.try_get("reason")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        cpu_seconds: row.try_get("cpu_seconds")?,
+        fuel: row.try_get::<i64, _>("fuel")? as u64,
+        storage_bytes: row.try_get::<i64, _>("storage_bytes")? as u64,
+        summary: summary
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(corrupt("job summary"))?,
+    })
+}
+
+fn upload_of(row: &SqliteRow) -> Result<Upload, StoreError> {
+    Ok(Upload {
+        name: row.try_get("name")?,
+        sha256: row.try_get("sha256")?,
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends events to a job's stream inside `tx`, numbered on from its last.
+async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &str,
+    events: &[(String, Value)],
+) -> Result<(), StoreError> {
+    let last: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+            .bind(job)
+            .fetch_one(&mut **tx)
+            .await?;
+    let at = now_ms();
+    for (i, (kind, data)) in events.iter().enumerate() {
+        sqlx::query("INSERT INTO job_events (job_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)")
+            .bind(job)
+            .bind(last + 1 + i as i64)
+            .bind(at)
+            .bind(kind)
+            .bind(data.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The `state` event written with every state change.
+fn state_event(state: JobState, reason: Option<&str>, attempt: u32) -> (String, Value) {
+    let mut data = serde_json::json!({"state": state, "attempt": attempt});
+    if let Some(reason) = reason {
+        data["reason"] = Value::from(reason);
+    }
+    ("state".into(), data)
+}
+
+/// Whether `attempt` still holds `job` (it is running it).
+async fn holds(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &str,
+    attempt: u32,
+) -> Result<bool, StoreError> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM jobs WHERE id = ? AND attempts = ? AND state = 'running'",
+    )
+    .bind(job)
+    .bind(i64::from(attempt))
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, name: &str, quota: &Quota) -> Result<Tenant, StoreError> {
+        let quota_json = serde_json::to_string(quota).map_err(corrupt("tenant quota"))?;
+        let created_at = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO tenants (name, quota, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(&quota_json)
+        .bind(created_at)
+        .fetch_one(&self.writer)
+        .await;
+        match result {
+            Ok(row) => Ok(Tenant {
+                id: row.try_get("id")?,
+                name: name.to_string(),
+                quota: quota.clone(),
+                created_at,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Exists(format!("tenant '{name}'")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        sqlx::query("SELECT id, name, quota, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(tenant_of)
+            .collect()
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        sqlx::query("SELECT id, name, quota, created_at FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(tenant_of)
+            .transpose()
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+        sqlx::query("SELECT id, name, quota, created_at FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(tenant_of)
+            .transpose()
+    }
+
+    async fn set_quota(&self, name: &str, quota: &Quota) -> Result<bool, StoreError> {
+        let quota = serde_json::to_string(quota).map_err(corrupt("tenant quota"))?;
+        let done = sqlx::query("UPDATE tenants SET quota = ? WHERE name = ?")
+            .bind(quota)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_token(
+        &self,
+        id: &str,
+        hash: &str,
+        tenant: Option<TenantId>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tokens (id, hash, tenant_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(hash)
+            .bind(tenant)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
+        let row = sqlx::query("SELECT tenant_id FROM tokens WHERE hash = ? AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(match row {
+            None => None,
+            Some(row) => Some(match row.try_get::<Option<i64>, _>("tenant_id")? {
+                Some(id) => Principal::Tenant(id),
+                None => Principal::Operator,
+            }),
+        })
+    }
+
+    async fn put_upload(
+        &self,
+        tenant: TenantId,
+        kind: UploadKind,
+        upload: &Upload,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO uploads (tenant_id, kind, name, sha256, bytes, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, kind, name) DO UPDATE SET
+                sha256 = excluded.sha256, bytes = excluded.bytes, created_at = excluded.created_at",
+        )
+        .bind(tenant)
+        .bind(kind.as_str())
+        .bind(&upload.name)
+        .bind(&upload.sha256)
+        .bind(to_i64(upload.bytes))
+        .bind(upload.created_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn uploads(&self, tenant: TenantId, kind: UploadKind) -> Result<Vec<Upload>, StoreError> {
+        sqlx::query(
+            "SELECT name, sha256, bytes, created_at FROM uploads
+             WHERE tenant_id = ? AND kind = ? ORDER BY name",
+        )
+        .bind(tenant)
+        .bind(kind.as_str())
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(upload_of)
+        .collect()
+    }
+
+    async fn upload(
+        &self,
+        tenant: TenantId,
+        kind: UploadKind,
+        name_or_hash: &str,
+    ) -> Result<Option<Upload>, StoreError> {
+        let (column, value) = match name_or_hash.strip_prefix("sha256:") {
+            Some(hash) => ("sha256", hash),
+            None => ("name", name_or_hash),
+        };
+        sqlx::query(&format!(
+            "SELECT name, sha256, bytes, created_at FROM uploads
+             WHERE tenant_id = ? AND kind = ? AND {column} = ? ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(kind.as_str())
+        .bind(value)
+        .fetch_optional(&self.readers)
+        .await?
+        .as_ref()
+        .map(upload_of)
+        .transpose()
+    }
+
+    async fn submit(&self, tenant: &Tenant, job: NewJob) -> Result<(Job, bool), StoreError> {
+        let who = Principal::Tenant(tenant.id);
+        let mut tx = self.writer.begin().await?;
+        if let Some(key) = &job.idempotency_key {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE tenant_id = ? AND idempotency_key = ?",
+            )
+            .bind(tenant.id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = existing {
+                tx.commit().await?;
+                let job = self.job(&who, &id).await?.ok_or(StoreError::Corrupt {
+                    what: "job",
+                    message: format!("{id} vanished"),
+                })?;
+                return Ok((job, false));
+            }
+        }
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND state = 'queued'",
+        )
+        .bind(tenant.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if queued >= i64::from(tenant.quota.max_queued) {
+            return Err(StoreError::QueueFull {
+                queued: queued as u32,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, state, config, resolved, idempotency_key, created_at)
+             VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(tenant.id)
+        .bind(job.config.to_string())
+        .bind(job.resolved.to_string())
+        .bind(&job.idempotency_key)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        append(&mut tx, &job.id, &[state_event(JobState::Queued, None, 0)]).await?;
+        tx.commit().await?;
+        let created = self.job(&who, &job.id).await?.ok_or(StoreError::Corrupt {
+            what: "job",
+            message: format!("{} vanished", job.id),
+        })?;
+        Ok((created, true))
+    }
+
+    async fn job(&self, who: &Principal, id: &str) -> Result<Option<Job>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id
+             WHERE j.id = ? AND (? IS NULL OR j.tenant_id = ?)"
+        ))
+        .bind(id)
+        .bind(who.scope())
+        .bind(who.scope())
+        .fetch_optional(&self.readers)
+        .await?
+        .as_ref()
+        .map(job_of)
+        .transpose()
+    }
+
+    async fn jobs(
+        &self,
+        who: &Principal,
+        state: Option<JobState>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<JobPage, StoreError> {
+        let before = cursor
+            .and_then(|c| c.parse::<i64>().ok())
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id
+             WHERE (? IS NULL OR j.tenant_id = ?) AND (? IS NULL OR j.state = ?) AND j.seq < ?
+             ORDER BY j.seq DESC LIMIT ?"
+        ))
+        .bind(who.scope())
+        .bind(who.scope())
+        .bind(state.map(JobState::as_str))
+        .bind(state.map(JobState::as_str))
+        .bind(before)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.readers)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next = match rows.last() {
+            Some(last) if more => Some(last.try_get::<i64, _>("seq")?.to_string()),
+            _ => None,
+        };
+        Ok(JobPage {
+            jobs: rows.iter().map(job_of).collect::<Result<_, _>>()?,
+            next,
+        })
+    }
+
+    async fn cancel(&self, who: &Principal, id: &str) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(
+            "SELECT state, attempts FROM jobs WHERE id = ? AND (? IS NULL OR tenant_id = ?)",
+        )
+        .bind(id)
+        .bind(who.scope())
+        .bind(who.scope())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let state: String = row.try_get("state")?;
+        let attempts = row.try_get::<i64, _>("attempts")? as u32;
+        match state.as_str() {
+            "queued" => {
+                let reason = "cancelled before it started";
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
+                )
+                .bind(reason)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let event = state_event(JobState::Cancelled, Some(reason), attempts);
+                append(&mut tx, id, &[event]).await?;
+            }
+            "running" => {
+                sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        self.job(who, id).await
+    }
+
+    async fn events(
+        &self,
+        who: &Principal,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Option<Vec<JobEvent>>, StoreError> {
+        if self.job(who, id).await?.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, data FROM job_events WHERE job_id = ? AND seq > ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data")?;
+                Ok(JobEvent {
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    data: serde_json::from_str(&data).map_err(corrupt("job event"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
+    }
+
+    async fn usage(&self, tenant: TenantId) -> Result<Usage, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND state = 'running') AS running,
+                (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued') AS queued,
+                (SELECT COALESCE(SUM(cpu_seconds), 0.0) FROM attempts WHERE tenant_id = ?1) AS cpu,
+                (SELECT COALESCE(SUM(fuel), 0) FROM attempts WHERE tenant_id = ?1) AS fuel,
+                (SELECT COALESCE(SUM(storage_bytes), 0) FROM jobs WHERE tenant_id = ?1)
+                  + (SELECT COALESCE(SUM(bytes), 0) FROM
+                       (SELECT DISTINCT kind, sha256, bytes FROM uploads WHERE tenant_id = ?1))
+                  AS storage",
+        )
+        .bind(tenant)
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(Usage {
+            running: row.try_get::<i64, _>("running")? as u32,
+            queued: row.try_get::<i64, _>("queued")? as u32,
+            cpu_seconds: row.try_get("cpu")?,
+            fuel: row.try_get::<i64, _>("fuel")? as u64,
+            storage_bytes: row.try_get::<i64, _>("storage")? as u64,
+        })
+    }
+
+    async fn claim(&self, worker: &str) -> Result<Option<Claim>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        // The oldest queued job of the tenant served longest ago, among tenants under their
+        // running-jobs quota.
+        let row = sqlx::query(
+            "SELECT j.id, j.tenant_id, j.attempts, j.resolved FROM jobs j
+             JOIN tenants t ON t.id = j.tenant_id
+             WHERE j.state = 'queued'
+               AND (SELECT COUNT(*) FROM jobs r WHERE r.tenant_id = j.tenant_id AND r.state = 'running')
+                   < json_extract(t.quota, '$.max_running')
+             ORDER BY t.last_served, j.seq LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.try_get("id")?;
+        let tenant: TenantId = row.try_get("tenant_id")?;
+        let attempt = row.try_get::<i64, _>("attempts")? as u32 + 1;
+        let resolved: String = row.try_get("resolved")?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = ?, started_at = ?, reason = NULL
+             WHERE id = ?",
+        )
+        .bind(i64::from(attempt))
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET last_served = (SELECT COALESCE(MAX(last_served), 0) + 1 FROM tenants)
+             WHERE id = ?",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (job_id, attempt, tenant_id, worker, started_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(i64::from(attempt))
+        .bind(tenant)
+        .bind(worker)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        append(
+            &mut tx,
+            &id,
+            &[state_event(JobState::Running, None, attempt)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Claim {
+            job: id,
+            tenant,
+            attempt,
+            resolved: serde_json::from_str(&resolved).map_err(corrupt("job config"))?,
+            resume: attempt > 1,
+        }))
+    }
+
+    async fn append_events(
+        &self,
+        job: &str,
+        attempt: u32,
+        events: &[(String, Value)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if !holds(&mut tx, job, attempt).await? {
+            return Err(StoreError::Fenced {
+                job: job.into(),
+                attempt,
+            });
+        }
+        append(&mut tx, job, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn charge(&self, job: &str, attempt: u32, usage: AttemptUsage) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if !holds(&mut tx, job, attempt).await? {
+            return Err(StoreError::Fenced {
+                job: job.into(),
+                attempt,
+            });
+        }
+        sqlx::query(
+            "UPDATE attempts SET cpu_seconds = ?, fuel = ? WHERE job_id = ? AND attempt = ?",
+        )
+        .bind(usage.cpu_seconds)
+        .bind(to_i64(usage.fuel))
+        .bind(job)
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET storage_bytes = ? WHERE id = ?")
+            .bind(to_i64(usage.storage_bytes))
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cancel_requested(&self, job: &str) -> Result<bool, StoreError> {
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+                .bind(job)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(flag == Some(1))
+    }
+
+    async fn finish(&self, job: &str, attempt: u32, finish: Finish) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if !holds(&mut tx, job, attempt).await? || !JobState::Running.may_become(finish.state) {
+            return Err(StoreError::Fenced {
+                job: job.into(),
+                attempt,
+            });
+        }
+        let now = now_ms();
+        let finished_at = finish.state.is_final().then_some(now);
+        let summary = finish.summary.as_ref().map(Value::to_string);
+        sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, finished_at = ?, summary = COALESCE(?, summary),
+                cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END
+             WHERE id = ?",
+        )
+        .bind(finish.state.as_str())
+        .bind(&finish.reason)
+        .bind(finished_at)
+        .bind(summary)
+        .bind(finish.state.is_final())
+        .bind(job)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE attempts SET ended_at = ? WHERE job_id = ? AND attempt = ?")
+            .bind(now)
+            .bind(job)
+            .bind(i64::from(attempt))
+            .execute(&mut *tx)
+            .await?;
+        let event = state_event(finish.state, finish.reason.as_deref(), attempt);
+        append(&mut tx, job, &[event]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_lost(&self, worker: &str, reason: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let lost: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT j.id, j.attempts FROM jobs j JOIN attempts a
+               ON a.job_id = j.id AND a.attempt = j.attempts
+             WHERE j.state = 'running' AND a.worker = ?",
+        )
+        .bind(worker)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now_ms();
+        for (id, attempt) in &lost {
+            sqlx::query("UPDATE jobs SET state = 'queued', reason = ? WHERE id = ?")
+                .bind(reason)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE attempts SET ended_at = ? WHERE job_id = ? AND attempt = ?")
+                .bind(now)
+                .bind(id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+            let event = state_event(JobState::Queued, Some(reason), *attempt as u32);
+            append(&mut tx, id, &[event]).await?;
+        }
+        tx.commit().await?;
+        Ok(lost.into_iter().map(|(id, _)| id).collect())
+    }
+
+    async fn attempts(&self, tenant: Option<TenantId>) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, tenant_id, attempt, worker, started_at, ended_at FROM attempts
+             WHERE (? IS NULL OR tenant_id = ?) ORDER BY started_at, job_id, attempt",
+        )
+        .bind(tenant)
+        .bind(tenant)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Attempt {
+                    job: row.try_get("job_id")?,
+                    tenant: row.try_get("tenant_id")?,
+                    attempt: row.try_get::<i64, _>("attempt")? as u32,
+                    worker: row.try_get("worker")?,
+                    started_at: row.try_get("started_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+    use crate::store::suite;
+
+    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    macro_rules! shared_suite {
+        ($($name:ident),*) => {$(
+            #[tokio::test]
+            async fn $name() {
+                let (_dir, store) = fresh().await;
+                suite::$name(&store).await;
+            }
+        )*};
+    }
+
+    shared_suite!(
+        jobs_are_scoped_by_tenant,
+        submits_are_idempotent_and_queues_bounded,
+        claims_are_fair_quota_bound_and_fenced,
+        cancel_ends_queued_and_flags_running,
+        tokens_resolve_until_revoked
+    );
+
+    #[tokio::test]
+    async fn reopening_keeps_the_schema_version() {
+        let (dir, store) = fresh().await;
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        drop(store);
+        let again = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        assert_eq!(again.schema_version().await.unwrap(), 1);
+    }
+}
