@@ -45,7 +45,7 @@ if [ -z "${TRAINRT:-}" ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/trainrt-target}
     step "building trainrt (debug profile) into $CARGO_TARGET_DIR"
     rustup target add wasm32-unknown-unknown >/dev/null
-    (cd "$ROOT" && cargo build -p trainrt)
+    (cd "$ROOT" && cargo build -p trainrt-cli)
     TRAINRT=$CARGO_TARGET_DIR/debug/trainrt
 fi
 [ -x "$TRAINRT" ] || { echo "TRAINRT=$TRAINRT is not an executable" >&2; exit 1; }

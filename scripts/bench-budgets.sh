@@ -19,11 +19,11 @@ export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --quiet --release -p trainrt --bin trainrt
+cargo build --quiet --release -p trainrt-cli --bin trainrt
 bin="$CARGO_TARGET_DIR/release/trainrt"
-TRAINRT_BENCH_DIR="$work/guests" cargo test --quiet -p trainrt --test all \
+TRAINRT_BENCH_DIR="$work/guests" cargo test --quiet -p trainrt-cli --test all \
     run_budgets::write_benchmark_guests -- --ignored >/dev/null
-bomb=$(cargo test --quiet -p trainrt --test all bounded_compile::write_benchmark_bomb \
+bomb=$(cargo test --quiet -p trainrt-cli --test all bounded_compile::write_benchmark_bomb \
     -- --ignored --nocapture | grep -o '/[^ ]*compile-bomb.wasm')
 cp "$bomb" "$work/guests/compile-bomb.wasm"
 

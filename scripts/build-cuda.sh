@@ -216,7 +216,7 @@ if [[ $MODE == check ]]; then
     exit 0
 fi
 
-cargo build --release -p trainrt --features cuda --bin trainrt
+cargo build --release -p trainrt-cli --features cuda --bin trainrt
 bin="$CARGO_TARGET_DIR/release/trainrt"
 [[ -x "$bin" ]] || die "cargo reported success but $bin is missing"
 
