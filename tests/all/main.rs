@@ -14,5 +14,6 @@ mod pinned;
 mod run_budgets;
 mod run_files;
 mod sandbox_limits;
+mod serve;
 mod training;
 mod wasi_guests;
