@@ -238,6 +238,7 @@ fn api(work: &Path) {
         .map(|i| {
             let (server, token, id) =
                 (Arc::clone(&server), Arc::clone(&token), busy[i % 2].clone());
+            let queued = queued.clone();
             std::thread::spawn(move || {
                 let agent = self::agent();
                 let (mut gets, mut posts) = (Vec::new(), Vec::new());

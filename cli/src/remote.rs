@@ -32,6 +32,8 @@ pub struct RemoteArgs {
     command: RemoteCommand,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum RemoteCommand {
     /// Callback components: upload (checked as `trainrt check` does) and list.
@@ -244,11 +246,11 @@ fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8, Failure> 
         let upload = client.upload("callbacks", path, None)?;
         callback.spec.source = upload["name"].as_str().unwrap_or_default().to_string();
     }
-    if let DataSpec::Csv { path, .. } = &mut config.data {
-        if path.exists() {
-            let upload = client.upload("datasets", path, None)?;
-            *path = PathBuf::from(upload["name"].as_str().unwrap_or_default());
-        }
+    if let DataSpec::Csv { path, .. } = &mut config.data
+        && path.exists()
+    {
+        let upload = client.upload("datasets", path, None)?;
+        *path = PathBuf::from(upload["name"].as_str().unwrap_or_default());
     }
     let body = serde_json::to_value(&config).map_err(|e| Failure::failed(anyhow!(e)))?;
     let mut headers = Vec::new();
@@ -525,10 +527,10 @@ impl Client {
         let reader = BufReader::new(response.into_body().into_reader());
         for line in reader.lines() {
             let line = line.map_err(|e| Failure::failed(anyhow!("stream dropped: {e}")))?;
-            if let Some(data) = line.strip_prefix("data:") {
-                if let Ok(event) = serde_json::from_str::<Value>(data.trim()) {
-                    each(event);
-                }
+            if let Some(data) = line.strip_prefix("data:")
+                && let Ok(event) = serde_json::from_str::<Value>(data.trim())
+            {
+                each(event);
             }
         }
         Ok(())

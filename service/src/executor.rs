@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use trainrt::config::TrainConfig;
 
 use crate::artifacts::{Artifacts, dir_bytes};
-use crate::job_process::{Plan, Report, SUBCOMMAND};
+use crate::job_process::{Plan, Report, SUBCOMMAND, USAGE_REPORT, cpu_seconds};
 use crate::jobs::localize;
 use crate::model::{JobState, Principal, Tenant};
 use crate::store::{AttemptUsage, Claim, Finish, Store, StoreError};
@@ -37,6 +37,16 @@ pub struct JobRunner {
     pub worker: String,
     /// Bumped whenever events were appended, so live streams wake up.
     pub events: watch::Sender<u64>,
+}
+
+/// What one attempt may use, fixed when it starts.
+struct Allowance {
+    /// When it started (for the wall-clock ceiling).
+    started: Instant,
+    /// CPU-seconds: the job's ceiling, or what is left of the tenant's quota if less.
+    cpu_seconds: f64,
+    /// The tenant's storage without this job's run directory (measured live).
+    storage_before: u64,
 }
 
 /// Why the executor stopped a job itself.
@@ -102,6 +112,7 @@ impl JobRunner {
         let mut child = tokio::process::Command::new(&self.exe)
             .arg(SUBCOMMAND)
             .arg(&job_dir)
+            .current_dir(&job_dir)
             .env("RAYON_NUM_THREADS", ceilings.threads.max(1).to_string())
             .env("TRAINRT_CACHE_DIR", self.artifacts.component_cache())
             .stdin(Stdio::piped())
@@ -114,7 +125,6 @@ impl JobRunner {
         let mut stdin = child.stdin.take();
         let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
 
-        let started = Instant::now();
         let mut pending: Vec<(String, Value)> = Vec::new();
         let mut last_flush = Instant::now();
         let mut summary: Option<Value> = None;
@@ -128,16 +138,28 @@ impl JobRunner {
             .await
             .map_err(|e| e.to_string())?
             .map_or(0, |job| job.storage_bytes);
-        let storage_before = usage.storage_bytes.saturating_sub(own);
+        let allowance = Allowance {
+            started: Instant::now(),
+            cpu_seconds: cpu_budget,
+            storage_before: usage.storage_bytes.saturating_sub(own),
+        };
         loop {
             tokio::select! {
                 line = lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        if let Ok(report) = serde_json::from_str::<Report>(&line) {
-                            if report.kind == "summary" {
-                                summary = Some(report.data.clone());
+                        match serde_json::from_str::<Report>(&line) {
+                            // The process's own CPU time as it ends, after the last sample.
+                            Ok(report) if report.kind == USAGE_REPORT => {
+                                let reported = report.data["cpu_seconds"].as_f64().unwrap_or(0.0);
+                                usage_now.cpu_seconds = usage_now.cpu_seconds.max(reported);
                             }
-                            pending.push((report.kind, report.data));
+                            Ok(report) => {
+                                if report.kind == "summary" {
+                                    summary = Some(report.data.clone());
+                                }
+                                pending.push((report.kind, report.data));
+                            }
+                            Err(_) => {}
                         }
                         if pending.len() >= 256 || last_flush.elapsed() >= FLUSH_EVERY {
                             self.flush(&claim, &mut pending).await?;
@@ -150,15 +172,14 @@ impl JobRunner {
                 _ = tick.tick() => {
                     self.flush(&claim, &mut pending).await?;
                     last_flush = Instant::now();
-                    usage_now.cpu_seconds = pid.and_then(cpu_seconds).unwrap_or(usage_now.cpu_seconds);
+                    usage_now.cpu_seconds = pid.and_then(|pid| cpu_seconds(&format!("/proc/{pid}/stat"))).unwrap_or(usage_now.cpu_seconds);
                     usage_now.storage_bytes = dir_bytes(&run_dir);
-                    if let Err(e) = self.store.charge(&claim.job, claim.attempt, usage_now).await {
-                        if matches!(e, StoreError::Fenced { .. }) {
-                            return Err("the job was taken from this worker".into());
-                        }
+                    let charged = self.store.charge(&claim.job, claim.attempt, usage_now).await;
+                    if let Err(StoreError::Fenced { .. }) = charged {
+                        return Err("the job was taken from this worker".into());
                     }
                     if stopping.is_none() {
-                        let why = self.why_stop(&claim, &tenant, started, usage_now, storage_before, shutdown).await;
+                        let why = self.why_stop(&claim, &tenant, &allowance, usage_now, shutdown).await;
                         if let Some(why) = why {
                             let request = if matches!(why, Stopping::Suspend) { "suspend\n" } else { "cancel\n" };
                             if let Some(stdin) = stdin.as_mut() {
@@ -167,10 +188,10 @@ impl JobRunner {
                             }
                             stopping = Some((why, Instant::now()));
                         }
-                    } else if let Some((_, since)) = &stopping {
-                        if since.elapsed() > STOP_GRACE {
-                            let _ = child.start_kill();
-                        }
+                    } else if let Some((_, since)) = &stopping
+                        && since.elapsed() > STOP_GRACE
+                    {
+                        let _ = child.start_kill();
                     }
                 }
             }
@@ -201,7 +222,9 @@ impl JobRunner {
     ) -> Result<Plan, String> {
         let mut config: TrainConfig = serde_json::from_value(claim.resolved.clone())
             .map_err(|e| format!("its stored configuration is unreadable: {e}"))?;
-        localize(&mut config, &self.artifacts);
+        let job_dir = self.artifacts.job_dir(&claim.job);
+        localize(&mut config, &self.artifacts, &job_dir)
+            .map_err(|e| format!("cannot link its uploads into {}: {e}", job_dir.display()))?;
         // An attempt that died before its first checkpoint left nothing to resume: start over.
         let resume = claim.resume && run_dir.join("checkpoints/last.safetensors").exists();
         if !resume && run_dir.exists() {
@@ -218,7 +241,8 @@ impl JobRunner {
         Ok(Plan {
             config,
             resume,
-            run_dir: run_dir.to_path_buf(),
+            // Relative to the job directory, the job process's working directory.
+            run_dir: PathBuf::from("run"),
             cpu_seconds,
             memory_bytes,
         })
@@ -255,9 +279,8 @@ impl JobRunner {
         &self,
         claim: &Claim,
         tenant: &Tenant,
-        started: Instant,
+        allowance: &Allowance,
         usage: AttemptUsage,
-        storage_before: u64,
         shutdown: &watch::Receiver<bool>,
     ) -> Option<Stopping> {
         if *shutdown.borrow() {
@@ -272,7 +295,7 @@ impl JobRunner {
             return Some(Stopping::Cancel);
         }
         let ceilings = &tenant.quota.job;
-        if started.elapsed().as_secs_f64() > ceilings.wall_seconds {
+        if allowance.started.elapsed().as_secs_f64() > ceilings.wall_seconds {
             return Some(Stopping::Limit(format!(
                 "the job ran past its wall-clock ceiling of {} s",
                 ceilings.wall_seconds
@@ -284,6 +307,13 @@ impl JobRunner {
                 ceilings.cpu_seconds
             )));
         }
+        if usage.cpu_seconds > allowance.cpu_seconds {
+            return Some(Stopping::Limit(format!(
+                "the tenant's CPU-seconds quota of {} is used up",
+                tenant.quota.cpu_seconds
+            )));
+        }
+        let storage_before = allowance.storage_before;
         if storage_before + usage.storage_bytes > tenant.quota.storage_bytes {
             return Some(Stopping::Limit(format!(
                 "the tenant's storage quota of {} bytes is used up ({} bytes with this job's run \
@@ -379,7 +409,7 @@ fn fuel_of(summary: &Value) -> u64 {
         .map_or(0, |callbacks| {
             callbacks
                 .iter()
-                .filter_map(|c| c.pointer("/stats/fuel_used").and_then(Value::as_u64))
+                .filter_map(|c| c["fuel_used"].as_u64())
                 .sum()
         })
 }
@@ -396,19 +426,4 @@ fn write_plan(job_dir: &Path, plan: &Plan) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(tmp, Plan::path(job_dir))
-}
-
-/// CPU-seconds of a process and the children it waited for, from `/proc/PID/stat` (Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), from field 3 on.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime: fields 14-17, in clock ticks (USER_HZ, 100 on Linux).
-    let ticks: u64 = fields
-        .get(11..15)?
-        .iter()
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Some(ticks as f64 / 100.0)
 }

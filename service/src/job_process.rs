@@ -20,6 +20,8 @@ use trainrt::trainer::{Interrupt, Observer, RunRequest};
 
 /// The subcommand the executor runs (hidden from `trainrt --help`).
 pub const SUBCOMMAND: &str = "job-exec";
+/// The last report: the process's CPU time, for the job's usage (not an event of the job).
+pub const USAGE_REPORT: &str = "usage";
 
 /// What the executor hands the job process, as `JOB_DIR/plan.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,7 +90,27 @@ pub fn run(job_dir: &Path, sandbox: Arc<Sandbox>) -> Result<(), JobProcessError>
     let summary = trainrt::train(sandbox, request, &mut reporter)?;
     let summary = serde_json::to_value(&summary).unwrap_or(Value::Null);
     reporter.send("summary", summary);
+    if let Some(cpu) = cpu_seconds("/proc/self/stat") {
+        reporter.send(USAGE_REPORT, json!({"cpu_seconds": cpu}));
+    }
     Ok(())
+}
+
+/// CPU-seconds of a process and of the children it waited for (the compiler processes), from
+/// its `/proc/PID/stat` (Linux; `None` elsewhere or once it is gone).
+pub fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The fields after the command name (which may hold spaces and parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime: fields 14-17 of the file, in clock ticks (USER_HZ, which
+    // Linux fixes at 100 for user space).
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Some(ticks as f64 / 100.0)
 }
 
 /// Dies with the service (a `kill -9` of the server must not leave jobs training unseen), and
@@ -209,4 +231,26 @@ pub struct Report {
     pub kind: String,
     /// Its data.
     pub data: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_seconds;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime cutime cstime ...
+        std::fs::write(
+            &stat,
+            "42 (job ) x) S 1 42 42 0 -1 0 0 0 0 0 150 50 30 20 20 0 1 0",
+        )
+        .unwrap();
+        assert_eq!(cpu_seconds(stat.to_str().unwrap()), Some(2.5));
+        #[cfg(target_os = "linux")]
+        assert!(cpu_seconds("/proc/self/stat").is_some());
+        assert_eq!(cpu_seconds("/nonexistent/stat"), None);
+    }
 }

@@ -2,6 +2,8 @@
 //! tenant's own uploads (never a path on the server), on the CPU, with sandbox limits within the
 //! tenant's ceilings, while its quotas last.
 
+use std::path::Path;
+
 use serde_json::{Map, Value};
 use trainrt::config::TrainConfig;
 use trainrt::data::DataSpec;
@@ -34,8 +36,8 @@ pub enum SubmitError {
 pub struct Submission {
     /// As the tenant submitted it, with every default filled in (shown back to the tenant).
     pub shown: TrainConfig,
-    /// With uploads resolved to content hashes (`<sha256>.wasm`, `csv:<sha256>.csv`) and sandbox
-    /// limits within the tenant's ceilings: what runs.
+    /// With uploads resolved to their content hashes (`<sha256>.<name>`: the bytes, and the name
+    /// the run shows) and sandbox limits within the tenant's ceilings: what runs.
     pub resolved: TrainConfig,
 }
 
@@ -68,7 +70,7 @@ pub async fn resolve(
                      or `trainrt remote datasets upload FILE`)"
                 ))
             })?;
-        *path = format!("{}.csv", upload.sha256).into();
+        *path = format!("{}.{}", upload.sha256, upload.name).into();
     }
     for (i, callback) in resolved.callbacks.iter_mut().enumerate() {
         let source = callback.spec.source.clone();
@@ -83,7 +85,7 @@ pub async fn resolve(
                          (POST /v1/callbacks, or `trainrt remote callbacks upload FILE`)"
                     ))
                 })?;
-            callback.spec.source = format!("{}.wasm", upload.sha256);
+            callback.spec.source = format!("{}.{}", upload.sha256, upload.name);
         }
         callback.limits = within_ceilings(&callback.limits, &tenant.quota.sandbox)
             .map_err(|m| SubmitError::Invalid(format!("callbacks[{i}].limits: {m}")))?;
@@ -171,19 +173,39 @@ pub fn within_ceilings(requested: &Limits, ceilings: &Limits) -> Result<Limits, 
     serde_json::from_value(Value::Object(asked)).map_err(|e| e.to_string())
 }
 
-/// Makes a resolved configuration runnable on this machine: upload hashes become the files in
-/// `artifacts`.
-pub fn localize(resolved: &mut TrainConfig, artifacts: &Artifacts) {
+/// Makes a resolved configuration runnable in `job_dir` (the job process's working directory):
+/// each upload is linked there as `uploads/<name>` (a hard link to the stored bytes, or a copy
+/// across file systems) and named by that relative path, so the run shows the tenant's names
+/// and no path of the server.
+pub fn localize(
+    resolved: &mut TrainConfig,
+    artifacts: &Artifacts,
+    job_dir: &Path,
+) -> std::io::Result<()> {
+    let uploads = job_dir.join("uploads");
+    std::fs::create_dir_all(&uploads)?;
+    let link = |kind: UploadKind, resolved_name: &str| -> std::io::Result<String> {
+        let (sha, name) = resolved_name
+            .split_once('.')
+            .unwrap_or((resolved_name, resolved_name));
+        let target = uploads.join(name);
+        if !target.exists() {
+            let stored = artifacts.upload_path(kind, sha);
+            if std::fs::hard_link(&stored, &target).is_err() {
+                std::fs::copy(&stored, &target)?;
+            }
+        }
+        Ok(format!("uploads/{name}"))
+    };
     if let DataSpec::Csv { path, .. } = &mut resolved.data {
-        let sha = path.to_string_lossy().trim_end_matches(".csv").to_string();
-        *path = artifacts.upload_path(UploadKind::Dataset, &sha);
+        *path = link(UploadKind::Dataset, &path.to_string_lossy())?.into();
     }
     for callback in &mut resolved.callbacks {
-        if let Some(sha) = callback.spec.source.strip_suffix(".wasm") {
-            let path = artifacts.upload_path(UploadKind::Callback, sha);
-            callback.spec.source = path.to_string_lossy().into_owned();
+        if !bundled::names().any(|n| n == callback.spec.source) {
+            callback.spec.source = link(UploadKind::Callback, &callback.spec.source)?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

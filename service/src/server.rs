@@ -88,8 +88,14 @@ pub async fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>, Se
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.
-pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+pub async fn serve(mut config: ServeConfig) -> Result<(), ServeError> {
     let store = open_store(&config.data_dir).await?;
+    // Job processes run in their job directories: every path handed to them is absolute.
+    config.data_dir =
+        std::path::absolute(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
     let artifacts_dir = config.data_dir.join("artifacts");
     let artifacts = Artifacts::open(&artifacts_dir).map_err(|source| ServeError::DataDir {
         path: artifacts_dir.clone(),

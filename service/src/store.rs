@@ -9,6 +9,9 @@
 //! - Writes made for a running job name its attempt and are refused once the attempt no longer
 //!   holds the job (it was requeued or ended): a lost process cannot write over its successor.
 
+pub mod postgres;
+mod rows;
+pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;

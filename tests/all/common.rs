@@ -28,7 +28,11 @@ pub fn sandbox() -> Arc<Sandbox> {
 
 /// The `trainrt` binary under test, caching where the tests do.
 pub fn trainrt_command() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_trainrt"));
+    // The runtime's benches share this file but have no binary to run (and never call this).
+    let Some(binary) = option_env!("CARGO_BIN_EXE_trainrt") else {
+        panic!("trainrt_command is for the integration tests, which build the binary");
+    };
+    let mut command = std::process::Command::new(binary);
     command.env("TRAINRT_CACHE_DIR", component_cache_dir());
     command
 }

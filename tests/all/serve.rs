@@ -193,28 +193,33 @@ fn two_tenants_side_by_side_one_hostile_one_bitwise_as_if_alone() {
     let acme = admin(&data, &["tenant", "create", "acme", "--max-running", "2"]);
     let beta = admin(&data, &["tenant", "create", "beta", "--max-running", "2"]);
 
-    // acme's callback loops forever at every epoch end: it times out and is disabled.
-    let hostile = WatGuest::new(&[kind::EPOCH_END])
-        .body("on-epoch-end", "(loop $l (br $l))")
-        .component();
-    let (status, upload) = call(
-        &server,
-        "POST",
-        "/v1/callbacks?name=spin.wasm",
-        &acme,
-        Some(&hostile),
-    );
-    assert_eq!(status, 201, "{upload}");
-    let hostile_job = submit(
-        &server,
-        &acme,
-        &digits(
-            4,
-            json!([
-        {"spec": "spin.wasm", "on_fault": "disable"},
-        {"spec": "logger"}]),
+    // acme's callbacks loop forever, grow memory without end, and trap, at every epoch end:
+    // each faults and is disabled.
+    let mut upload = Value::Null;
+    for (name, body) in [
+        ("spin.wasm", "(loop $l (br $l))"),
+        (
+            "hog.wasm",
+            "(loop $l (drop (memory.grow (i32.const 1))) (br $l))",
         ),
-    );
+        ("trap.wasm", "unreachable"),
+    ] {
+        let guest = WatGuest::new(&[kind::EPOCH_END])
+            .body("on-epoch-end", body)
+            .component();
+        let path = format!("/v1/callbacks?name={name}");
+        let (status, answer) = call(&server, "POST", &path, &acme, Some(&guest));
+        assert_eq!(status, 201, "{answer}");
+        if name == "spin.wasm" {
+            upload = answer;
+        }
+    }
+    let hostile_callbacks = json!([
+        {"spec": "spin.wasm", "on_fault": "disable"},
+        {"spec": "hog.wasm", "on_fault": "disable"},
+        {"spec": "trap.wasm", "on_fault": "disable"},
+        {"spec": "logger"}]);
+    let hostile_job = submit(&server, &acme, &digits(4, hostile_callbacks));
     let config = digits(
         6,
         json!([{"spec": "early-stopping:patience=2"}, {"spec": "logger"}]),
@@ -230,9 +235,38 @@ fn two_tenants_side_by_side_one_hostile_one_bitwise_as_if_alone() {
         &acme,
         None,
     );
+    let mut kinds: Vec<&str> = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
     assert!(
-        matches!(faults[0]["kind"].as_str(), Some("out-of-fuel" | "timeout")),
+        matches!(
+            kinds[..],
+            ["memory-limit", "out-of-fuel" | "timeout", "trap"]
+        ),
         "{faults}"
+    );
+    // The run names callbacks as the tenant named them, and shows no server path.
+    assert_eq!(
+        faults[0]["callback"].as_str().map(|c| c.len() < 10),
+        Some(true),
+        "{faults}"
+    );
+    let hostile_id = hostile_job["id"].as_str().unwrap();
+    let (_, job) = call(
+        &server,
+        "GET",
+        &format!("/v1/jobs/{hostile_id}"),
+        &acme,
+        None,
+    );
+    let summary = job["summary"].to_string();
+    assert!(
+        !summary.contains(&server.data.display().to_string()),
+        "{summary}"
     );
     let good_id = good_job["id"].as_str().unwrap();
     let good_end = wait_final(&server, &beta, good_id);
@@ -317,7 +351,9 @@ fn bad_requests_get_their_4xx() {
         secret
     };
     let huge = vec![b' '; 2 << 20];
-    let cases: Vec<(&str, &str, &str, Option<Vec<u8>>, u16, &str)> = vec![
+    // (what, method, path, body, status, error code)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<Vec<u8>>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no token", "GET", "/v1/jobs", None, 401, "unauthenticated"),
         (
             "wrong token",
@@ -585,27 +621,7 @@ fn a_server_killed_mid_run_resumes_the_job_bitwise() {
         .unwrap()
         .to_string();
     // Wait for a few epochs, then kill -9 the server (its job process dies with it).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, page) = call(
-            &server,
-            "GET",
-            &format!("/v1/jobs/{id}/events?limit=1000"),
-            &token,
-            None,
-        );
-        let epochs = page["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "epoch")
-            .count();
-        if epochs >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no epochs: {page}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_epochs(&server, &token, &id, 3);
     server.kill9();
     let server = Server::start(&data, 1);
     let job = wait_final(&server, &token, &id);
@@ -715,4 +731,213 @@ fn running_quota_holds_and_tenants_take_turns() {
             );
         }
     }
+}
+
+#[test]
+fn a_terminated_server_suspends_its_jobs_and_the_next_one_finishes_them_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, 1);
+    let token = admin(&data, &["tenant", "create", "acme"]);
+    let config = digits(
+        60,
+        json!([{"spec": "early-stopping:patience=1000"}, {"spec": "logger"}]),
+    );
+    let id = submit(&server, &token, &config)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for_epochs(&server, &token, &id, 3);
+    let pid = server.child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(term.unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    drop(server);
+    let server = Server::start(&data, 1);
+    let job = wait_final(&server, &token, &id);
+    let ended = (job["state"].as_str(), job["attempts"].as_u64());
+    assert_eq!(ended, (Some("succeeded"), Some(2)), "{job}");
+    let (_, page) = call(
+        &server,
+        "GET",
+        &format!("/v1/jobs/{id}/events?limit=1000"),
+        &token,
+        None,
+    );
+    let requeued = page["events"].as_array().unwrap().iter().find(|e| {
+        e["kind"] == "state" && e["data"]["state"] == "queued" && e["data"]["attempt"] == 1
+    });
+    let reason = requeued.unwrap()["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("shut down"), "{reason}");
+    assert_eq!(
+        job_weights(&server, &id),
+        reference_weights(&config, dir.path())
+    );
+}
+
+fn wait_for_epochs(server: &Server, token: &str, id: &str, epochs: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let path = format!("/v1/jobs/{id}/events?limit=1000");
+        let (_, page) = call(server, "GET", &path, token, None);
+        let events = page["events"].as_array().unwrap();
+        if events.iter().filter(|e| e["kind"] == "epoch").count() >= epochs {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no epochs: {page}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn quotas_end_jobs_with_the_reason_and_refuse_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, 2);
+    let disk = admin(
+        &data,
+        &["tenant", "create", "disk", "--storage-bytes", "100000"],
+    );
+    let cpu = admin(&data, &["tenant", "create", "cpu", "--cpu-seconds", "0.5"]);
+    let ceilings = json!({"sandbox": {"fuel_per_call": 1_000_000}, "fuel": 1}).to_string();
+    let fuel = admin(&data, &["tenant", "create", "fuel", "--quota", &ceilings]);
+    let one_epoch = digits(1, json!([])).to_string();
+
+    let long = digits(100_000, json!([]));
+    let on_disk = submit(&server, &disk, &long)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on_cpu = submit(&server, &cpu, &long)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (token, id, why) in [
+        (&disk, &on_disk, "storage quota"),
+        (&cpu, &on_cpu, "CPU-seconds quota"),
+    ] {
+        let job = wait_final(&server, token, id);
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["reason"].as_str().unwrap().contains(why), "{job}");
+        let (status, body) = call(
+            &server,
+            "POST",
+            "/v1/jobs",
+            token,
+            Some(one_epoch.as_bytes()),
+        );
+        let answer = (status, body["error"]["code"].as_str());
+        assert_eq!(answer, (403, Some("quota_exhausted")), "{body}");
+    }
+
+    // Sandbox ceilings: asking above one is refused; a default is lowered to it.
+    let above = digits(
+        2,
+        json!([{"spec": "logger", "limits": {"fuel_per_call": 2_000_000}}]),
+    );
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/v1/jobs",
+        &fuel,
+        Some(above.to_string().as_bytes()),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fuel_per_call"),
+        "{body}"
+    );
+    let job = submit(&server, &fuel, &digits(2, json!([{"spec": "logger"}])));
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_final(&server, &fuel, &id)["state"], "succeeded");
+    let plan = server
+        .data
+        .join("artifacts/jobs")
+        .join(&id)
+        .join("plan.json");
+    let plan: Value = serde_json::from_slice(&std::fs::read(plan).unwrap()).unwrap();
+    assert_eq!(
+        plan["config"]["callbacks"][0]["limits"]["fuel_per_call"],
+        1_000_000
+    );
+    // Its callback burned more than the tenant's one unit of fuel: no more jobs.
+    let (_, quota) = call(&server, "GET", "/v1/quota", &fuel, None);
+    assert!(quota["usage"]["fuel"].as_u64().unwrap() > 1, "{quota}");
+    assert!(
+        quota["usage"]["cpu_seconds"].as_f64().unwrap() > 0.0,
+        "{quota}"
+    );
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/v1/jobs",
+        &fuel,
+        Some(one_epoch.as_bytes()),
+    );
+    let answer = (status, body["error"]["code"].as_str());
+    assert_eq!(answer, (403, Some("quota_exhausted")), "{body}");
+}
+
+#[test]
+fn requests_over_the_rate_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = trainrt_command()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+            "--rate-limit",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let token = admin(&data, &["tenant", "create", "acme"]);
+    let mut limited = None;
+    for _ in 0..10 {
+        let response = agent()
+            .get(format!("{url}/v1/jobs"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut response = limited.expect("a burst of 10 at 1 request a second is limited");
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!((1..=5).contains(&retry.parse::<u64>().unwrap()), "{retry}");
+    let body: Value = response.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
 }

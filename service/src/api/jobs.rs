@@ -121,10 +121,10 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    if let Some(cursor) = &query.cursor {
-        if cursor.parse::<u64>().is_err() {
-            return Err(ApiError::bad_request("cursor is not one this API gave out"));
-        }
+    if let Some(cursor) = &query.cursor
+        && cursor.parse::<u64>().is_err()
+    {
+        return Err(ApiError::bad_request("cursor is not one this API gave out"));
     }
     let page = state
         .store

@@ -8,23 +8,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::rows::{self, corrupt, state_event, to_i64};
+use super::schema;
 use super::{Attempt, AttemptUsage, Claim, Finish, JobPage, NewJob, Store, StoreError};
 use crate::model::{
     Job, JobEvent, JobState, Principal, Quota, Tenant, TenantId, Upload, UploadKind, Usage,
 };
 use crate::now_ms;
-
-/// The schema, one migration per version, applied in order on open.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
 
 /// A job row with its tenant's name and its attempts' usage.
 const JOB_COLUMNS: &str = "j.seq, j.id, t.name AS tenant, j.state, j.config, j.reason, j.attempts,
@@ -84,83 +78,26 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             .fetch_one(pool)
             .await?;
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    if current > known {
+    if current > schema::latest() {
         return Err(StoreError::SchemaTooNew {
             found: current,
-            known,
+            known: schema::latest(),
         });
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for migration in schema::MIGRATIONS.iter().filter(|m| m.version > current) {
         let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::raw_sql(&schema::render(migration.template, &schema::SQLITE))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-            .bind(*version)
-            .bind(*name)
+            .bind(migration.version)
+            .bind(migration.name)
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
     }
     Ok(())
-}
-
-fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
-    move |e| StoreError::Corrupt {
-        what,
-        message: e.to_string(),
-    }
-}
-
-fn tenant_of(row: &SqliteRow) -> Result<Tenant, StoreError> {
-    let quota: String = row.try_get("quota")?;
-    Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        quota: serde_json::from_str(&quota).map_err(corrupt("tenant quota"))?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn job_of(row: &SqliteRow) -> Result<Job, StoreError> {
-    let state: String = row.try_get("state")?;
-    let config: String = row.try_get("config")?;
-    let summary: Option<String> = row.try_get("summary")?;
-    Ok(Job {
-        id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
-        state: state.parse().map_err(|message| StoreError::Corrupt {
-            what: "job state",
-            message,
-        })?,
-        config: serde_json::from_str(&config).map_err(corrupt("job config"))?,
-        reason: row.try_get("reason")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        cpu_seconds: row.try_get("cpu_seconds")?,
-        fuel: row.try_get::<i64, _>("fuel")? as u64,
-        storage_bytes: row.try_get::<i64, _>("storage_bytes")? as u64,
-        summary: summary
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(corrupt("job summary"))?,
-    })
-}
-
-fn upload_of(row: &SqliteRow) -> Result<Upload, StoreError> {
-    Ok(Upload {
-        name: row.try_get("name")?,
-        sha256: row.try_get("sha256")?,
-        bytes: row.try_get::<i64, _>("bytes")? as u64,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Appends events to a job's stream inside `tx`, numbered on from its last.
@@ -186,15 +123,6 @@ async fn append(
             .await?;
     }
     Ok(())
-}
-
-/// The `state` event written with every state change.
-fn state_event(state: JobState, reason: Option<&str>, attempt: u32) -> (String, Value) {
-    let mut data = serde_json::json!({"state": state, "attempt": attempt});
-    if let Some(reason) = reason {
-        data["reason"] = Value::from(reason);
-    }
-    ("state".into(), data)
 }
 
 /// Whether `attempt` still holds `job` (it is running it).
@@ -245,7 +173,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.readers)
             .await?
             .iter()
-            .map(tenant_of)
+            .map(rows::tenant)
             .collect()
     }
 
@@ -255,7 +183,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.readers)
             .await?
             .as_ref()
-            .map(tenant_of)
+            .map(rows::tenant)
             .transpose()
     }
 
@@ -265,7 +193,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.readers)
             .await?
             .as_ref()
-            .map(tenant_of)
+            .map(rows::tenant)
             .transpose()
     }
 
@@ -352,7 +280,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(upload_of)
+        .map(rows::upload)
         .collect()
     }
 
@@ -376,7 +304,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.readers)
         .await?
         .as_ref()
-        .map(upload_of)
+        .map(rows::upload)
         .transpose()
     }
 
@@ -443,7 +371,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.readers)
         .await?
         .as_ref()
-        .map(job_of)
+        .map(rows::job)
         .transpose()
     }
 
@@ -477,7 +405,7 @@ impl Store for SqliteStore {
             _ => None,
         };
         Ok(JobPage {
-            jobs: rows.iter().map(job_of).collect::<Result<_, _>>()?,
+            jobs: rows.iter().map(rows::job).collect::<Result<_, _>>()?,
             next,
         })
     }
@@ -543,15 +471,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         rows.iter()
-            .map(|row| {
-                let data: String = row.try_get("data")?;
-                Ok(JobEvent {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    data: serde_json::from_str(&data).map_err(corrupt("job event"))?,
-                })
-            })
+            .map(rows::event)
             .collect::<Result<Vec<_>, StoreError>>()
             .map(Some)
     }
@@ -772,18 +692,7 @@ impl Store for SqliteStore {
         .bind(tenant)
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Attempt {
-                    job: row.try_get("job_id")?,
-                    tenant: row.try_get("tenant_id")?,
-                    attempt: row.try_get::<i64, _>("attempt")? as u32,
-                    worker: row.try_get("worker")?,
-                    started_at: row.try_get("started_at")?,
-                    ended_at: row.try_get("ended_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::attempt).collect()
     }
 }
 
