@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use trainrt::bundled;
 use trainrt::data::DataSpec;
@@ -287,7 +288,18 @@ fn logs(client: &Client, job: &str, follow: bool, json: bool) -> Result<u8, Fail
             }
         }
     }
-    // Live: reconnect with Last-Event-ID when the connection drops, until the job ends.
+    // Live: reconnect with Last-Event-ID when the connection drops, until the job ends. A
+    // person sees the epochs as a bar under the events (hidden when stderr is not a terminal).
+    let bar = (!json).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] epoch {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(job.to_string());
+        bar
+    });
     let mut last = 0i64;
     let mut final_state = None;
     for _ in 0..1000 {
@@ -296,7 +308,28 @@ fn logs(client: &Client, job: &str, follow: bool, json: bool) -> Result<u8, Fail
             if event["kind"] == "state" {
                 final_state = event["data"]["state"].as_str().map(str::to_string);
             }
-            show(&event);
+            match &bar {
+                Some(bar) => {
+                    match event["kind"].as_str() {
+                        Some("started") => {
+                            bar.set_length(event["data"]["epochs"].as_u64().unwrap_or(0))
+                        }
+                        Some("epoch") => {
+                            bar.set_position(event["data"]["epoch"].as_u64().map_or(0, |e| e + 1));
+                            let val = event["data"]["val_accuracy"].as_f64().unwrap_or(f64::NAN);
+                            bar.set_message(format!("val_accuracy {val:.4}"));
+                        }
+                        _ => {}
+                    }
+                    // A hidden bar (stderr not a terminal) prints nothing: print plainly.
+                    if bar.is_hidden() {
+                        show(&event);
+                    } else {
+                        bar.println(describe(&event));
+                    }
+                }
+                None => show(&event),
+            }
         }) {
             Ok(()) => {}
             Err(e) if e.code == 2 => return Err(e),
@@ -310,6 +343,9 @@ fn logs(client: &Client, job: &str, follow: bool, json: bool) -> Result<u8, Fail
             Some("succeeded" | "stopped" | "failed" | "cancelled")
         ) && final_state == state
         {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             return Ok(0);
         }
     }

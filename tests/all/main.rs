@@ -15,5 +15,6 @@ mod run_budgets;
 mod run_files;
 mod sandbox_limits;
 mod serve;
+mod serve_harness;
 mod training;
 mod wasi_guests;

@@ -3,88 +3,13 @@
 //! crate's suite.)
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::{WatGuest, kind, trainrt_command, weights};
-
-/// A running `trainrt serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, workers: usize) -> Self {
-        let mut child = trainrt_command()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                &workers.to_string(),
-                "--rate-limit",
-                "1000",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("trainrt serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_string();
-        Self {
-            child,
-            url,
-            data: data.to_path_buf(),
-        }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `trainrt admin ARGS` on the data dir; returns the last word printed (a token).
-fn admin(data: &Path, args: &[&str]) -> String {
-    let out = trainrt_command()
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string()
-}
+use crate::serve_harness::{Server, admin};
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -891,30 +816,8 @@ fn quotas_end_jobs_with_the_reason_and_refuse_new_ones() {
 fn requests_over_the_rate_get_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = trainrt_command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "0",
-            "--rate-limit",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let server = Server::start_with(&data, 0, &["--rate-limit", "1"]);
+    let url = server.url.clone();
     let token = admin(&data, &["tenant", "create", "acme"]);
     let mut limited = None;
     for _ in 0..10 {
@@ -928,8 +831,7 @@ fn requests_over_the_rate_get_429_with_retry_after() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let mut response = limited.expect("a burst of 10 at 1 request a second is limited");
     let retry = response
         .headers()
