@@ -162,12 +162,21 @@ fn live(
             match c.state.store.events(&c.who, &c.job, c.after, PAGE).await {
                 Ok(Some(events)) if !events.is_empty() => c.buffer.extend(events),
                 Ok(Some(_)) => {
-                    // Nothing new: a job that has ended has nothing more to send.
+                    // Nothing new. A job that has ended may still have events committed since
+                    // the read (its last ones and its final state, in one transaction): one more
+                    // read after seeing it ended, and the stream ends when that finds none.
                     match c.state.store.job(&c.who, &c.job).await {
-                        Ok(Some(job)) if !job.state.is_final() => {}
+                        Ok(Some(job)) if !job.state.is_final() => {
+                            let _ = tokio::time::timeout(POLL, wake.changed()).await;
+                        }
+                        Ok(Some(_)) => {
+                            match c.state.store.events(&c.who, &c.job, c.after, PAGE).await {
+                                Ok(Some(events)) if !events.is_empty() => c.buffer.extend(events),
+                                _ => return None,
+                            }
+                        }
                         _ => return None,
                     }
-                    let _ = tokio::time::timeout(POLL, wake.changed()).await;
                 }
                 // The job is gone, or the store failed: end the stream; the client resumes
                 // with Last-Event-ID.
