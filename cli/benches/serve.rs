@@ -15,7 +15,6 @@
 //!   store: which tenants the first claims serve, and claims per second.
 
 #[path = "../../tests/all/common.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../../tests/all/serve_harness.rs"]
 #[allow(dead_code)]

@@ -1,5 +1,6 @@
 //! Running `trainrt serve` for tests and benchmarks: the real binary on a free port with its own
 //! data directory, and `trainrt admin` against it.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test (or benchmark)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
