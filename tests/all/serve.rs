@@ -843,3 +843,75 @@ fn requests_over_the_rate_get_429_with_retry_after() {
     let body: Value = response.body_mut().read_json().unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
 }
+
+#[test]
+fn the_remote_cli_uploads_submits_follows_and_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, 1);
+    let token = admin(&data, &["tenant", "create", "acme"]);
+    let remote = |args: &[&str]| {
+        let out = trainrt_command()
+            .arg("remote")
+            .args(args)
+            .env("TRAINRT_SERVER", &server.url)
+            .env("TRAINRT_TOKEN", &token)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stdout.contains(&token) && !stderr.contains(&token),
+            "the token is never printed"
+        );
+        (out.status.code(), stdout, stderr)
+    };
+    // A callback of the user's own, uploaded by submit because it is a local file.
+    let stop = WatGuest::new(&[kind::EPOCH_END]).write(dir.path(), "stop_now");
+    let (code, out, err) = remote(&[
+        "submit",
+        "--json",
+        "--epochs",
+        "3",
+        "--callback",
+        "logger",
+        "--callback",
+        stop.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let job: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = job["id"].as_str().unwrap();
+    let (code, out, err) = remote(&["logs", id, "--follow", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| e["kind"] == "epoch").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        events.last().unwrap()["data"]["state"],
+        "succeeded",
+        "{out}"
+    );
+    let (_, uploads, _) = remote(&["callbacks", "list", "--json"]);
+    assert!(uploads.contains("\"stop_now.wasm\""), "{uploads}");
+    let (code, _, err) = remote(&[
+        "download",
+        id,
+        "--checkpoint",
+        "last",
+        "-o",
+        "last.safetensors",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(trainrt::checkpoint::load(&dir.path().join("last.safetensors")).is_ok());
+    // Another tenant's job, or none: the server's message, exit 2.
+    let (code, _, err) = remote(&["status", "job_0000000000000000"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("404") && err.contains("no such job"), "{err}");
+}
